@@ -1,0 +1,207 @@
+"""Typed configuration: `params.yaml` read into dataclasses, one section per stage.
+
+Every value a user can set lives in `params.yaml`; this module is its schema.
+Unknown keys and wrong types are rejected with the key path and, for a typo,
+the nearest valid key, so a misspelt parameter never silently falls back to a
+default. `save_config` writes the resolved configuration beside an artefact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A parameter in params.yaml is unknown, missing or of the wrong type."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class AudioConfig:
+    """How audio becomes tokens (DESIGN.md section 1)."""
+
+    window_seconds: float = 30.0  # Whisper's window; miniature models use shorter ones
+    num_audio_tokens: int = 64  # pooled tokens per window
+    n_mels: int = 80  # log-mel bins (Whisper small: 80); audio is always 16 kHz, as Whisper's
+
+
+@dataclass
+class VisionConfig:
+    """How frames become tokens (DESIGN.md section 1)."""
+
+    num_frames: int = 100  # frames sampled per clip, one per equal segment
+    feature_layer: int = -2  # block whose patch tokens are used; -2 = second-to-last
+
+
+@dataclass
+class TinyModelConfig:
+    """Sizes of the miniature models built with the paper's classes."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    audio_width: int = 64
+    audio_layers: int = 2
+    audio_heads: int = 2
+    text_width: int = 64  # Whisper decoder and SigLIP text tower width
+    text_layers: int = 1
+    text_heads: int = 2
+    llm_hidden: int = 64
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_intermediate: int = 256
+    llm_max_positions: int = 512
+    vocab_size: int = 512  # tokenizer size trained on the corpus text
+
+
+@dataclass
+class PaperModelConfig:
+    """Pretrained models of the paper profile: local paths, or names to fetch online."""
+
+    whisper: str = "small"  # openai-whisper name, or a local .pt checkpoint
+    siglip_model: str = "ViT-SO400M-14-SigLIP-384"  # open_clip architecture name
+    siglip_pretrained: str = "webli"  # open_clip pretrained tag, or a local checkpoint file
+    llm: str = "microsoft/phi-2"  # hub id, or a local save_pretrained folder
+    vision_projector: str = "checkpoints/paper/bunny/mm_projector.bin"  # Bunny's pretrained projector
+    cache_dir: str = "checkpoints/paper"  # where downloads go and where to put them by hand
+
+
+@dataclass
+class ModelConfig:
+    builder: Literal["tiny", "paper"] = "tiny"
+    projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    paper: PaperModelConfig = field(default_factory=PaperModelConfig)
+
+
+# ------------------------------------------------------------------------- stages
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"])
+
+
+@dataclass
+class FinetuneConfig:
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class Params:
+    """The whole of params.yaml."""
+
+    profile: Literal["tiny", "smoke", "paper"] = "tiny"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+# ------------------------------------------------------------------------ loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp`, recursing into dataclasses and lists."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return from_dict(tp, value, path)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _convert(value, option, path)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{path}: {value!r} matches none of {_type_name(tp)}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        # YAML writes 30 for 30.0; an int is a valid float, a bool is not.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def from_dict(cls: type, data: dict, path: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; missing keys take the defaults."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown parameter '{where}'{hint}")
+    kwargs = {key: _convert(value, hints[key], f"{path}.{key}" if path else key) for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such parameter file; run from the repository root or pass its path")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_dict(Params, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, directory: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved configuration beside an artefact; returns the file written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
+    target.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return target
+
+
+def load_config(cls: type, path: str | Path) -> Any:
+    """Read back a configuration written by `save_config`."""
+    return from_dict(cls, yaml.safe_load(Path(path).read_text()) or {})
