@@ -374,8 +374,8 @@ def missing_paper_checkpoints(cfg: ModelConfig) -> list[str]:
             missing.append(f"Whisper {p.whisper}: download {url} into {root / 'whisper'}/")
     if p.siglip_model.startswith("local-dir:"):
         folder = Path(p.siglip_model.removeprefix("local-dir:"))
-        if not (folder / "open_clip_config.json").is_file():
-            missing.append(f"SigLIP: {folder} has no open_clip_config.json (expected an open_clip model folder)")
+        if not (folder / "open_clip_config.json").is_file() or not any(folder.glob("*.safetensors")):
+            missing.append(f"SigLIP: {folder} needs open_clip_config.json and open_clip_model.safetensors (open_clip's hub layout)")
     elif not os.path.isfile(p.siglip_pretrained):
         repo = ((open_clip.get_pretrained_cfg(p.siglip_model, p.siglip_pretrained) or {}).get("hf_hub") or "").strip("/")
         if not repo:

@@ -17,12 +17,15 @@ in that order, as Video-ChatGPT concatenates them (100 + 729 = 829 in the paper)
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 FramesInput = torch.Tensor | np.ndarray
@@ -70,6 +73,16 @@ def register_open_clip_config(model_cfg: dict) -> None:
     trunk = model_cfg.get("vision_cfg", {}).get("timm_model_name", "")
     if _TINY_NAME.fullmatch(trunk):
         register_tiny_siglip(trunk)
+
+
+def save_open_clip(clip: nn.Module, model_cfg: dict, preprocess_cfg: dict, folder: str | Path) -> Path:
+    """Save an open_clip model in the hub layout that `open_clip.create_model('local-dir:FOLDER')` reads."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}, folder / "open_clip_model.safetensors")
+    return folder
 
 
 class VisionEncoder(nn.Module):

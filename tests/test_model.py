@@ -1,0 +1,201 @@
+import numpy as np
+import pytest
+import torch
+
+from avlib.template import IGNORE_INDEX
+
+
+def run(model, batch):
+    return model(batch["input_ids"], batch["attention_mask"], batch["video_features"], batch["audio_features"], labels=batch["labels"])
+
+
+def test_forward_shapes_and_loss(make_model, samples):
+    model = make_model()
+    batch = model.collate(samples)
+    out = run(model, batch)
+    assert out.logits.shape == (*batch["input_ids"].shape, model.llm.config.vocab_size)
+    assert torch.isfinite(out.loss)
+    # clip 0: 2 frames + 16 patches, 1.5 s -> 2 windows x 4 tokens; clip 1: no audio; clip 2: 2.5 s -> 3 windows
+    assert [s["video_features"].shape[0] for s in samples] == [18, 19, 17]
+    assert [None if s["audio_features"] is None else s["audio_features"].shape[0] for s in samples] == [8, None, 12]
+    slots = (batch["input_ids"] == model.audio_token_id).sum(1).tolist()
+    assert slots == [8, 0, 12]
+
+
+def test_media_slots_hold_the_projected_features_in_order(make_model, samples):
+    model = make_model()
+    batch = model.collate(samples)
+    embeds = model.embed(batch["input_ids"], batch["video_features"], batch["audio_features"])
+    for i, sample in enumerate(samples):
+        video_rows = embeds[i][batch["input_ids"][i] == model.video_token_id]
+        torch.testing.assert_close(video_rows, model.vision_projector(sample["video_features"]))
+        if sample["audio_features"] is not None:
+            audio_rows = embeds[i][batch["input_ids"][i] == model.audio_token_id]
+            torch.testing.assert_close(audio_rows, model.audio_projector(sample["audio_features"]))
+
+
+def test_count_mismatch_raises_with_both_counts(make_model, samples):
+    model = make_model()
+    batch = model.collate(samples)
+    short = [f[:-1] for f in batch["video_features"]]
+    with pytest.raises(ValueError, match="sample 0: the prompt has 18 video placeholder tokens but 17 video feature vectors"):
+        run(model, {**batch, "video_features": short})
+    with pytest.raises(ValueError, match="sample 1: the prompt has 0 audio placeholder tokens but 8 audio"):
+        run(model, {**batch, "audio_features": [batch["audio_features"][0]] * 3})
+
+
+def test_loss_ignores_prompt_and_media_positions(make_model, samples):
+    model = make_model()
+    batch = model.collate(samples)
+    media = (batch["input_ids"] == model.video_token_id) | (batch["input_ids"] == model.audio_token_id)
+    assert (batch["labels"][media] == IGNORE_INDEX).all()
+    # The loss equals cross-entropy over the answer tokens alone.
+    out = run(model, batch)
+    logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]
+    keep = labels != IGNORE_INDEX
+    expected = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_vision_only_twin_differs_only_in_audio(make_model, samples):
+    av, vo = make_model(seed=3), make_model(seed=3, use_audio=False)
+    for (name, a), (_, b) in zip(av.state_dict().items(), vo.state_dict().items()):
+        assert torch.equal(a, b), name
+    vo_batch = vo.collate(samples)
+    assert (vo_batch["input_ids"] == vo.audio_token_id).sum() == 0
+    assert vo_batch["audio_features"] == [None, None, None]
+    # Clip 1 has no audio track: both models see exactly the same input for it.
+    av_batch = av.collate(samples[1:2])
+    assert torch.equal(av_batch["input_ids"], vo.collate(samples[1:2])["input_ids"])
+    torch.testing.assert_close(run(av, av_batch).logits, run(vo, av_batch).logits)
+    # Even given audio features, the vision-only model ignores them.
+    with pytest.raises(ValueError, match="audio placeholder tokens but 0 audio"):
+        run(vo, av.collate(samples[:1]))
+
+
+TRAINABLE = {
+    "pretrain_audio": {"audio_projector"},
+    "pretrain_vision": {"vision_projector"},
+    "finetune": {"audio_projector", "vision_projector", "lora"},
+}
+
+
+def _part(name: str) -> str:
+    if "lora_" in name:
+        return "lora"
+    return name.split(".")[0]
+
+
+@pytest.mark.parametrize("stage", list(TRAINABLE))
+def test_only_the_stage_parameters_get_gradients(make_model, samples, lora, stage):
+    model = make_model()
+    model.configure_training(stage, lora)
+    run(model, model.collate(samples)).loss.backward()
+    with_grad = {_part(n) for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trainable = {_part(n) for n, p in model.named_parameters() if p.requires_grad}
+    assert with_grad == trainable == TRAINABLE[stage]
+    assert set(model.trained_parts()) == TRAINABLE[stage]
+
+
+def test_vision_only_finetuning_leaves_the_audio_projector_alone(make_model, samples, lora):
+    model = make_model(use_audio=False)
+    model.configure_training("finetune", lora)
+    assert set(model.trained_parts()) == {"vision_projector", "lora"}
+
+
+def test_unknown_stage_and_missing_lora(make_model, lora):
+    model = make_model()
+    with pytest.raises(ValueError, match="unknown training stage 'pretrain'.*pretrain_audio"):
+        model.configure_training("pretrain", lora)
+    with pytest.raises(ValueError, match="finetune.lora"):
+        model.configure_training("finetune")
+
+
+def _train_steps(model, batch, steps: int, lr: float):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = run(model, batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def test_lora_disabled_model_equals_the_base_model(make_model, samples, lora):
+    model = make_model()
+    batch = model.collate(samples)
+    base = run(model, batch).logits
+    model.configure_training("finetune", lora)
+    _train_steps(model, batch, steps=3, lr=1e-2)
+    tuned = run(model, batch).logits
+    with model.llm.disable_adapter():
+        disabled_llm = model.llm(inputs_embeds=model.embed(batch["input_ids"], batch["video_features"], batch["audio_features"]))
+    assert not torch.allclose(tuned, base)
+    # Projectors trained too, so compare the LLM alone on the same (new) embeddings.
+    embeds = model.embed(batch["input_ids"], batch["video_features"], batch["audio_features"])
+    fresh = make_model()
+    torch.testing.assert_close(disabled_llm.logits, fresh.llm(inputs_embeds=embeds).logits)
+
+
+def test_save_then_load_reproduces_logits_exactly(make_model, samples, lora, cfg, tmp_path):
+    model = make_model()
+    model.configure_training("finetune", lora)
+    batch = model.collate(samples)
+    _train_steps(model, batch, steps=3, lr=1e-2)
+    expected = run(model, batch).logits
+    parts = model.save_trained(tmp_path / "run", config=cfg)
+    assert sorted(parts) == ["audio_projector", "lora", "vision_projector"]
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert (tmp_path / "run" / "lora" / "adapter_model.safetensors").is_file()
+    restored = make_model()
+    assert sorted(restored.load_trained(tmp_path / "run")) == sorted(parts)
+    restored.eval()
+    assert torch.equal(run(restored, batch).logits, expected)
+
+
+def test_projector_pretraining_saves_only_its_projector(make_model, samples, tmp_path):
+    model = make_model()
+    model.configure_training("pretrain_audio")
+    assert model.save_trained(tmp_path) == ["audio_projector"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio_projector.safetensors", "parts.json"]
+    with pytest.raises(FileNotFoundError, match="parts.json"):
+        make_model().load_trained(tmp_path / "elsewhere")
+
+
+def test_overfit_one_batch(make_model, samples):
+    # End to end through the splice: projectors and the whole LLM train. (With a
+    # random frozen LLM, LoRA alone cannot sharpen its near-uniform output head;
+    # test_generate_learns_the_answer covers the finetuning policy.)
+    model = make_model()
+    model.requires_grad_(True)
+    model.audio_encoder.requires_grad_(False)
+    model.vision_encoder.requires_grad_(False)
+    losses = _train_steps(model, model.collate(samples), steps=200, lr=3e-3)
+    assert losses[-1] < 0.1 * losses[0], f"loss fell from {losses[0]:.3f} to only {losses[-1]:.3f}"
+
+
+def test_generate_answers_greedily(make_model, samples):
+    model = make_model().eval()
+    prompts = model.collate(samples, with_answers=False)
+    first = model.generate(prompts, max_new_tokens=4)
+    assert len(first) == 3 and all(isinstance(a, str) for a in first)
+    assert model.generate(prompts, max_new_tokens=4) == first
+    # Left padding: a prompt's answer does not depend on its batch.
+    assert model.generate(model.collate(samples[1:2], with_answers=False), max_new_tokens=4) == first[1:2]
+
+
+def test_generate_learns_the_answer(make_model, samples, lora):
+    model = make_model()
+    model.configure_training("finetune", lora)
+    _train_steps(model, model.collate(samples), steps=150, lr=3e-3)
+    answers = model.generate(model.collate(samples, with_answers=False), max_new_tokens=8)
+    assert answers == [s["answer"] for s in samples]
+
+
+def test_encode_media_needs_matching_lists(make_model):
+    with pytest.raises(ValueError, match="2 videos but 1 audio"):
+        make_model().encode_media([np.zeros((1, 8, 8, 3), np.uint8)] * 2, [None])
