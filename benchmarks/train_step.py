@@ -1,0 +1,92 @@
+"""Benchmark: one finetuning step of the tiny AVLM at batch 8 (params.yaml's tiny model).
+
+Prints seconds per step and peak memory, for a step from cached features and
+for a step that also runs the frozen encoders on raw media, side by side.
+
+    python benchmarks/train_step.py [--steps 20] [--batch 8] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from avlib.config import load_params
+from avlib.model import build_model
+from avlib.tokenizer import train_tokenizer
+
+WORDS = "the a red blue green circle square triangle moves left right up down says beep siren knock chime hum".split()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    params = load_params()
+    cfg = params.model
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, 8)) for _ in range(2000)]
+    tokenizer = train_tokenizer(texts, cfg.tiny.vocab_size)
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer).to(args.device)
+    model.configure_training("finetune", params.finetune.lora)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    size = cfg.tiny.image_size
+    videos = [rng.integers(0, 256, (cfg.vision.num_frames, size, size, 3), dtype=np.uint8) for _ in range(args.batch)]
+    audios = [rng.standard_normal(int(cfg.audio.window_seconds * 16000)).astype(np.float32) * 0.1 for _ in range(args.batch)]
+    questions = [(" ".join(rng.choice(WORDS, 12)), " ".join(rng.choice(WORDS, 6))) for _ in range(args.batch)]
+
+    def step(from_raw: bool, features) -> None:
+        if from_raw:
+            features = model.encode_media(videos, audios)
+        samples = [
+            {"question": q, "answer": a, "video_features": v, "audio_features": au}
+            for (q, a), v, au in zip(questions, *features)
+        ]
+        batch = model.collate(samples)
+        loss = model(
+            batch["input_ids"].to(args.device), batch["attention_mask"].to(args.device),
+            batch["video_features"], batch["audio_features"], labels=batch["labels"].to(args.device),
+        ).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    cached = model.encode_media(videos, audios)
+    model.train()
+    tokens = model.collate([{"question": q, "answer": a, "video_features": v, "audio_features": au}
+                            for (q, a), v, au in zip(questions, *cached)])["input_ids"].shape
+    print(f"device {args.device}, batch {args.batch}, sequence length {tokens[1]}, torch threads {torch.get_num_threads()}")
+    results = {}
+    for from_raw in (False, True, False, True):  # interleaved, so drift hits both alike
+        step(from_raw, cached)  # warm-up
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step(from_raw, cached)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        results.setdefault(from_raw, []).append((time.perf_counter() - start) / args.steps)
+    for from_raw, label in ((False, "from cached features"), (True, "from raw media (encoders run)")):
+        print(f"step {label}: {min(results[from_raw]):.3f} s/step")
+    print(f"ratio raw / cached: {min(results[True]) / min(results[False]):.2f}x")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory: {peak_rss:.0f} MiB resident (process)")
+    if args.device == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
