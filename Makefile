@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: repro test test-fast venv lock bench
+.PHONY: repro test test-fast venv lock bench data
 
 ## repro: run the study (tiny profile by default)
 repro: venv
@@ -25,9 +25,16 @@ test-fast: venv
 venv:
 	@tools/venv.sh $(VENV)
 
+## data: rebuild the synthetic corpus (tracked by data.dvc) from its seed; `dvc status` is clean after
+data: venv
+	$(PY) -m avlib.synth --profile tiny --out data
+	$(VENV)/bin/dvc status data.dvc
+
 ## bench: the benchmark scripts, each printing its figures
 bench: venv
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/media_decode.py
+	$(PY) benchmarks/corpus_build.py
 
 ## lock: re-resolve requirements.in into requirements.lock in a scratch environment
 lock:

@@ -295,8 +295,10 @@ _CODECS = {
 }
 
 
-def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """(C, S) float32 at rate -> (C, S') at target, through FFmpeg's resampler."""
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """(S,) or (C, S) float32 at `rate` -> the same at `target`, through FFmpeg's resampler."""
+    if audio.ndim == 1:
+        return resample(audio[None], rate, target)[0]
     if rate == target:
         return audio
     layout = "mono" if audio.shape[0] == 1 else "stereo"
@@ -340,20 +342,21 @@ def write_media(
             vstream = container.add_stream(video_codec, rate=fps)
             vstream.width, vstream.height = width, height
             vstream.pix_fmt = "yuv420p"
-            vstream.thread_count = 1
             keyint = max(1, round(fps * keyframe_seconds))
             vstream.codec_context.gop_size = keyint
             vstream.codec_context.options = {"flags": "+bitexact"}
             if video_codec in ("mpeg4", "libvpx"):
                 vstream.bit_rate = max(1_000_000, width * height * fps * 2)  # their defaults are blurry
             if video_codec == "libx264":
+                # mbtree reads memory it has not written on small frames: output then varies
+                # from call to call. Without it, x264 is a pure function of its input.
                 vstream.codec_context.options = {
-                    "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:threads=1", "preset": "medium",
+                    "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:threads=1:mbtree=0", "preset": "medium",
                 }
         if audio is not None:
             audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
             rate = audio_rate or sample_rate
-            audio = _resample(audio, sample_rate, rate)
+            audio = resample(audio, sample_rate, rate)
             astream = container.add_stream(audio_codec, rate=rate, layout="mono" if audio.shape[0] == 1 else "stereo")
             astream.codec_context.options = {"flags": "+bitexact"}
         if vstream is not None:

@@ -92,16 +92,21 @@ class AVLM(nn.Module):
     # ------------------------------------------------------------------ features
 
     @torch.no_grad()
-    def encode_media(self, videos: list, audios: list) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    def encode_media(self, videos: list, audios: list) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
         """Raw clips -> pooled encoder features, the cacheable part of the model.
 
-        videos: per clip (T, H, W, 3) uint8 frames; audios: per clip 16 kHz mono
-        samples or None. Returns per clip (T + P, Dv) video features and
-        (W * num_audio_tokens, Da) audio features or None.
+        videos: per clip (T, H, W, 3) uint8 frames or None (audio only); audios:
+        per clip 16 kHz mono samples or None. Returns per clip (T + P, Dv) video
+        features and (W * num_audio_tokens, Da) audio features, None where absent.
         """
         if len(videos) != len(audios):
             raise ValueError(f"got {len(videos)} videos but {len(audios)} audio tracks")
-        return self.vision_encoder(videos), self.audio_encoder(audios)
+        present = [i for i, v in enumerate(videos) if v is not None]
+        video_features: list[torch.Tensor | None] = [None] * len(videos)
+        if present:
+            for i, features in zip(present, self.vision_encoder([videos[i] for i in present])):
+                video_features[i] = features
+        return video_features, self.audio_encoder(audios)
 
     def collate(self, samples: list[dict], with_answers: bool = True) -> dict:
         """Samples of features (+ question, answer) -> a batch, honouring `use_audio`."""

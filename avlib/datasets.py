@@ -1,0 +1,281 @@
+"""Typed records for every split, readers for the real formats, and a torch Dataset.
+
+Every source, synthetic or real, becomes a list of `Example`s: one media file
+(a video, an audio file or an image), one question and its answer, and what the
+question needs. Readers:
+
+    synthetic corpus        read_corpus_split(root, name)
+    LibriSpeech             read_librispeech(folder)          speaker/chapter/*.trans.txt + *.flac
+    AudioCaps               read_audiocaps(csv, audio_folder) audiocap_id,youtube_id,start_time,caption
+    Clotho                  read_clotho(csv, audio_folder)    file_name,caption_1..caption_5
+    VideoInstruct-100K      read_videoinstruct(json, videos)  [{video_id, q, a}]
+    Video-ChatGPT benchmark read_video_chatgpt(json, videos)  [{video_name, Q, A}] / [{video_name, Q1, Q2, A}]
+    ActivityNet-QA          read_activitynet_qa(q_json, a_json, videos)
+
+`MediaDataset` loads an example's media (sampled frames, 16 kHz audio);
+`collate_media` encodes a batch with the model's frozen encoders and lays it out
+through the chat template (`AVLM.collate`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from avlib.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, MediaError, load_clip
+
+NEEDS = ("audio", "visual", "audio-visual")
+TRANSCRIBE = "Transcribe the speech."
+CAPTION_AUDIO = "Describe the sound."
+CAPTION_IMAGE = "Describe the image."
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DataError(ValueError):
+    """A dataset file is missing or not in the expected format."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question about one media file."""
+
+    id: str
+    media: Path  # a video, an audio file or an image
+    question: str
+    answer: str
+    needs: str | None = None  # audio | visual | audio-visual, where known
+    kind: str = ""  # what is asked (transcript, caption, shape, word, ...)
+
+    def __post_init__(self):
+        if self.needs is not None and self.needs not in NEEDS:
+            raise DataError(f"{self.id}: needs={self.needs!r} is not one of {NEEDS}")
+
+
+def _load_json(path: Path):
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+
+
+def _require(record: dict, keys: Sequence[str], where: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {missing}; has {sorted(record)}")
+
+
+def find_video(folder: Path, name: str) -> Path:
+    """The video file called `name` (with or without a suffix) in `folder`."""
+    direct = folder / name
+    if direct.suffix.lower() in VIDEO_SUFFIXES and direct.is_file():
+        return direct
+    for suffix in VIDEO_SUFFIXES:
+        candidate = folder / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return folder / f"{name}.mp4"  # reported as missing when it is loaded
+
+
+# ------------------------------------------------------------ synthetic corpus
+
+CORPUS_SPLITS = ("speech_to_text", "audio_captions", "image_captions", "video_instructions_train", "video_instructions_val")
+
+
+def read_corpus_split(root: str | Path, name: str) -> list[Example]:
+    """A split written by `avlib.synth` under root/splits/."""
+    root = Path(root)
+    if name not in CORPUS_SPLITS:
+        raise DataError(f"unknown corpus split {name!r}; valid: {', '.join(CORPUS_SPLITS)}")
+    path = root / "splits" / f"{name}.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; build the corpus with `python -m avlib.synth --out {root}` (or `dvc pull`)")
+    records = _load_json(path)
+    if name == "speech_to_text":
+        return [Example(r["id"], root / r["media"], TRANSCRIBE, r["text"], "audio", "transcript") for r in records]
+    if name == "audio_captions":
+        return [Example(r["id"], root / r["media"], CAPTION_AUDIO, r["caption"], "audio", "audio caption") for r in records]
+    if name == "image_captions":
+        return [Example(r["id"], root / r["media"], CAPTION_IMAGE, r["caption"], "visual", "image caption") for r in records]
+    return [
+        Example(f"{Path(r['video']).stem}/{i}", root / r["video"], r["question"], r["answer"], r["needs"], r["kind"])
+        for i, r in enumerate(records)
+    ]
+
+
+def read_audio_aware(path: str | Path, videos: str | Path) -> list[Example]:
+    """The audio-aware benchmark: [{video_name, Q, A, needs, kind}]."""
+    path, videos = Path(path), Path(videos)
+    examples = []
+    for i, r in enumerate(_load_json(path)):
+        _require(r, ("video_name", "Q", "A", "needs"), f"{path}[{i}]")
+        examples.append(Example(f"{r['video_name']}/{i}", find_video(videos, r["video_name"]), r["Q"], r["A"], r["needs"], r.get("kind", "")))
+    return examples
+
+
+# ------------------------------------------------------------------ real data
+
+
+def read_librispeech(folder: str | Path) -> list[Example]:
+    """LibriSpeech layout: SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt with lines 'UTTERANCE-ID TEXT', beside UTTERANCE-ID.flac."""
+    folder = Path(folder)
+    transcripts = sorted(folder.rglob("*.trans.txt"))
+    if not transcripts:
+        raise DataError(f"{folder}: no *.trans.txt files; expected the LibriSpeech layout SPEAKER/CHAPTER/*.trans.txt")
+    examples = []
+    for transcript in transcripts:
+        for number, line in enumerate(transcript.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            utterance, _, text = line.partition(" ")
+            if not text:
+                raise DataError(f"{transcript}:{number}: expected 'UTTERANCE-ID TEXT', got {line!r}")
+            examples.append(Example(utterance, transcript.parent / f"{utterance}.flac", TRANSCRIBE, text.lower(), "audio", "transcript"))
+    return examples
+
+
+def _read_csv(path: Path, columns: Sequence[str]) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; has {reader.fieldnames}")
+        return list(reader)
+
+
+def read_audiocaps(csv_path: str | Path, audio_folder: str | Path, suffix: str = ".wav") -> list[Example]:
+    """AudioCaps CSV (audiocap_id, youtube_id, start_time, caption); audio saved as {youtube_id}_{start_time}{suffix}."""
+    rows = _read_csv(Path(csv_path), ("audiocap_id", "youtube_id", "start_time", "caption"))
+    folder = Path(audio_folder)
+    return [
+        Example(f"audiocaps/{r['audiocap_id']}", folder / f"{r['youtube_id']}_{r['start_time']}{suffix}",
+                CAPTION_AUDIO, r["caption"].strip(), "audio", "audio caption")
+        for r in rows
+    ]
+
+
+def read_clotho(csv_path: str | Path, audio_folder: str | Path) -> list[Example]:
+    """Clotho captions CSV (file_name, caption_1 .. caption_5): five examples per audio file."""
+    columns = ("file_name", *(f"caption_{i}" for i in range(1, 6)))
+    rows = _read_csv(Path(csv_path), columns)
+    folder = Path(audio_folder)
+    return [
+        Example(f"clotho/{r['file_name']}/{i}", folder / r["file_name"], CAPTION_AUDIO, r[f"caption_{i}"].strip(), "audio", "audio caption")
+        for r in rows
+        for i in range(1, 6)
+    ]
+
+
+def read_videoinstruct(json_path: str | Path, video_folder: str | Path) -> list[Example]:
+    """VideoInstruct-100K: [{video_id, q, a}]."""
+    path, folder = Path(json_path), Path(video_folder)
+    examples = []
+    for i, r in enumerate(_load_json(path)):
+        _require(r, ("video_id", "q", "a"), f"{path}[{i}]")
+        examples.append(Example(f"{r['video_id']}/{i}", find_video(folder, r["video_id"]), r["q"], r["a"], None, "instruction"))
+    return examples
+
+
+def read_video_chatgpt(json_path: str | Path, video_folder: str | Path) -> list[Example]:
+    """A Video-ChatGPT benchmark file: generic/temporal [{video_name, Q, A}] or consistency [{video_name, Q1, Q2, A}].
+
+    A consistency item gives two examples, ids ending in /q1 and /q2.
+    """
+    path, folder = Path(json_path), Path(video_folder)
+    examples = []
+    for i, r in enumerate(_load_json(path)):
+        _require(r, ("video_name", "A"), f"{path}[{i}]")
+        video = find_video(folder, r["video_name"])
+        if "Q" in r:
+            examples.append(Example(f"{r['video_name']}/{i}", video, r["Q"], r["A"], None, path.stem))
+        elif "Q1" in r and "Q2" in r:
+            examples.append(Example(f"{r['video_name']}/{i}/q1", video, r["Q1"], r["A"], None, path.stem))
+            examples.append(Example(f"{r['video_name']}/{i}/q2", video, r["Q2"], r["A"], None, path.stem))
+        else:
+            raise DataError(f"{path}[{i}]: neither a 'Q' nor a 'Q1'/'Q2' pair; has {sorted(r)}")
+    return examples
+
+
+def read_activitynet_qa(questions: str | Path, answers: str | Path, video_folder: str | Path) -> list[Example]:
+    """ActivityNet-QA: test_q.json [{question, question_id, video_name}] joined with test_a.json [{answer, question_id, type}].
+
+    Videos are named v_{video_name} in ActivityNet downloads.
+    """
+    q_path, a_path, folder = Path(questions), Path(answers), Path(video_folder)
+    answer_of = {}
+    for i, r in enumerate(_load_json(a_path)):
+        _require(r, ("answer", "question_id"), f"{a_path}[{i}]")
+        answer_of[r["question_id"]] = r
+    examples = []
+    for i, r in enumerate(_load_json(q_path)):
+        _require(r, ("question", "question_id", "video_name"), f"{q_path}[{i}]")
+        if r["question_id"] not in answer_of:
+            raise DataError(f"{q_path}[{i}]: question_id {r['question_id']!r} has no answer in {a_path}")
+        name = r["video_name"] if r["video_name"].startswith("v_") else f"v_{r['video_name']}"
+        question = r["question"].strip()
+        question = question[0].upper() + question[1:] + ("" if question.endswith("?") else "?")
+        examples.append(Example(r["question_id"], find_video(folder, name), question, answer_of[r["question_id"]]["answer"], None,
+                                f"activitynet-qa type {answer_of[r['question_id']].get('type', '?')}"))
+    return examples
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load_media(path: Path, num_frames: int, frame_size: int | None, sample_rate: int = 16000) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(frames (T, H, W, 3) uint8 or None, audio (S,) float32 or None) of a video, audio or image file."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                if frame_size:
+                    image = image.resize((frame_size, frame_size), Image.BICUBIC)
+                return np.array(image)[None], None
+        except (OSError, ValueError) as err:
+            raise MediaError(f"{path}: cannot read the image: {err}") from err
+    clip = load_clip(path, num_frames=0 if suffix in AUDIO_SUFFIXES else num_frames, frame_size=frame_size, sample_rate=sample_rate)
+    return clip.frames, clip.audio
+
+
+class MediaDataset(Dataset):
+    """Examples with their media loaded: dicts of id, question, answer, needs, frames, audio."""
+
+    def __init__(self, examples: Sequence[Example], num_frames: int = 8, frame_size: int | None = None, sample_rate: int = 16000):
+        self.examples = list(examples)
+        self.num_frames, self.frame_size, self.sample_rate = num_frames, frame_size, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        frames, audio = load_media(example.media, self.num_frames, self.frame_size, self.sample_rate)
+        return {"id": example.id, "question": example.question, "answer": example.answer, "needs": example.needs,
+                "frames": frames, "audio": audio}
+
+
+def collate_media(items: Sequence[dict], model, with_answers: bool = True) -> dict:
+    """A batch of `MediaDataset` items -> model inputs: encoders, then the chat template.
+
+    Returns `AVLM.collate`'s batch plus `ids` and `needs`.
+    """
+    video_features, audio_features = model.encode_media([item["frames"] for item in items], [item["audio"] for item in items])
+    samples = [
+        {"question": item["question"], "answer": item["answer"], "video_features": v, "audio_features": a}
+        for item, v, a in zip(items, video_features, audio_features)
+    ]
+    batch = model.collate(samples, with_answers=with_answers)
+    batch["ids"] = [item["id"] for item in items]
+    batch["needs"] = [item["needs"] for item in items]
+    return batch
