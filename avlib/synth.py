@@ -36,7 +36,7 @@ from avlib.media import resample, write_media
 from avlib.tts import VOICES, speak
 
 RATE = 16000
-VERSION = 1  # bump when the generator changes what it writes
+VERSION = 2  # bump when the generator changes what it writes
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLORS = {
@@ -98,6 +98,24 @@ class Facts:
     speech_first: bool = True
     speech_span: tuple[float, float] | None = None
     sound_span: tuple[float, float] | None = None
+    radius: float = 0.17  # of the shape, as a fraction of the frame side
+    lateral: float = 0.5  # where across its path the shape travels, 0..1 of the frame
+
+    def center(self, progress: float) -> tuple[float, float]:
+        """(x, y) of the shape's centre, fractions of the frame, at `progress` 0..1 of the clip."""
+        margin = self.radius + 1 / 64
+        along = margin + progress * (1 - 2 * margin)
+        return {
+            "right": (along, self.lateral), "left": (1 - along, self.lateral),
+            "down": (self.lateral, along), "up": (self.lateral, 1 - along),
+        }[self.direction]
+
+    def place(self, progress: float) -> str:
+        """Where the shape is at `progress`, in words: 'at the top left', 'in the middle', ..."""
+        x, y = self.center(progress)
+        row = "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else ""
+        col = "left" if x < 1 / 3 else "right" if x > 2 / 3 else ""
+        return f"at the {row} {col}".replace("  ", " ").rstrip() if row or col else "in the middle"
 
     def sound_phrase(self) -> str:
         if self.sound == "beeps":
@@ -105,8 +123,10 @@ class Facts:
         return {"siren": "a siren", "knocking": "knocking", "whistle": "a whistle", "hum": "a low hum",
                 "noise": "a burst of noise", "chime": "a chime"}[self.sound]
 
-    def scene(self) -> str:
-        return f"a {self.color} {self.shape} on a {self.background} background"
+    def scene(self, progress: float | None = None) -> str:
+        """A caption of the picture; with `progress`, also where the shape is then."""
+        where = "" if progress is None else f" {self.place(progress)}"
+        return f"a {self.color} {self.shape}{where} on a {self.background} background"
 
 
 def draw_shape(canvas: np.ndarray, shape: str, color, cx: float, cy: float, radius: float) -> None:
@@ -127,25 +147,22 @@ def draw_shape(canvas: np.ndarray, shape: str, color, cx: float, cy: float, radi
     canvas[mask] = color
 
 
-def render_frames(facts: Facts, profile: Profile, rng: np.random.Generator) -> np.ndarray:
+def render_frames(facts: Facts, profile: Profile) -> np.ndarray:
     """(T, S, S, 3) uint8: the shape crossing the frame in its direction."""
     count, size = round(facts.duration * profile.fps), profile.size
-    radius = size * rng.uniform(0.14, 0.2)
-    lateral = rng.uniform(0.3, 0.7) * size
-    margin = radius + 1
     frames = np.empty((count, size, size, 3), np.uint8)
     background = np.array(BACKGROUNDS[facts.background], np.uint8)
     for t in range(count):
-        progress = t / max(count - 1, 1)
-        along = margin + progress * (size - 2 * margin)
-        cx, cy = {
-            "right": (along, lateral), "left": (size - along, lateral),
-            "down": (lateral, along), "up": (lateral, size - along),
-        }[facts.direction]
+        cx, cy = facts.center(progress(t, count))
         frame = frames[t]
         frame[:] = background
-        draw_shape(frame, facts.shape, COLORS[facts.color], cx, cy, radius)
+        draw_shape(frame, facts.shape, COLORS[facts.color], cx * size, cy * size, facts.radius * size)
     return frames
+
+
+def progress(frame: int, count: int) -> float:
+    """How far through its path the shape is at `frame` of `count` (frame t is shown from t / fps)."""
+    return frame / max(count - 1, 1)
 
 
 def synth_sound(kind: str, rng: np.random.Generator, beeps: int = 0, pitch: str = "high") -> np.ndarray:
@@ -204,6 +221,8 @@ def sample_facts(name: str, rng: np.random.Generator, profile: Profile, has_audi
         direction=str(rng.choice(DIRECTIONS)),
         duration=profile.long_seconds if long else profile.seconds,
         has_audio=has_audio,
+        radius=round(float(rng.uniform(0.14, 0.2)), 4),
+        lateral=round(float(rng.uniform(0.3, 0.7)), 4),
     )
     if has_audio:
         facts.word = str(rng.choice(WORDS))
@@ -322,7 +341,7 @@ def make_clip(task: tuple) -> dict:
     has_audio = rng.random() >= profile.no_audio_fraction
     long = has_audio and rng.random() < profile.long_fraction
     facts = sample_facts(name, rng, profile, has_audio, long)
-    frames = render_frames(facts, profile, rng)
+    frames = render_frames(facts, profile)
     audio = render_audio(facts, rng, profile) if has_audio else None
     write_media(Path(out) / "clips" / f"{name}.mp4", frames, profile.fps, audio, RATE, keyframe_seconds=1.0)
     qa = questions(facts, rng)
@@ -361,12 +380,13 @@ def make_image(task: tuple) -> dict:
     seed, split, index, profile, out = task
     rng = item_rng(seed, split, index)
     facts = sample_facts(f"image_{index:05d}", rng, profile, False, False)
-    frames = render_frames(facts, profile, rng)
-    frame = frames[int(rng.integers(0, len(frames)))]
+    frames = render_frames(facts, profile)
+    index = int(rng.integers(0, len(frames)))
     path = Path(out) / "images" / f"{facts.name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(frame).save(path, optimize=False)
-    return {"id": facts.name, "media": f"images/{facts.name}.png", "caption": facts.scene(),
+    Image.fromarray(frames[index]).save(path, optimize=False)
+    caption = facts.scene(progress(index, len(frames)))
+    return {"id": facts.name, "media": f"images/{facts.name}.png", "caption": caption,
             "shape": facts.shape, "color": facts.color, "background": facts.background}
 
 
