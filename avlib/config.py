@@ -64,6 +64,7 @@ class TinyModelConfig:
     llm_intermediate: int = 256
     llm_max_positions: int = 512
     vocab_size: int = 512  # tokenizer size trained on the corpus text
+    whisper_text_ctx: int = 32  # the miniature Whisper decoder's longest text
 
 
 @dataclass
@@ -92,6 +93,42 @@ class ModelConfig:
 
 
 @dataclass
+class WhisperTraining:
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    aux_weight: float = 1.0  # auxiliary word/sound/count/order classifiers on the pooled encoder output
+
+
+@dataclass
+class SiglipTraining:
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 100
+    frames_per_clip: int = 4  # training frames taken from each training clip
+
+
+@dataclass
+class PhiTraining:
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 50
+    seq_len: int = 128
+
+
+@dataclass
+class FoundationConfig:
+    """Stage 1 (tiny and smoke profiles): training the miniature foundation models."""
+
+    whisper: WhisperTraining = field(default_factory=WhisperTraining)
+    siglip: SiglipTraining = field(default_factory=SiglipTraining)
+    phi: PhiTraining = field(default_factory=PhiTraining)
+
+
+@dataclass
 class LoraConfig:
     rank: int = 64
     alpha: int = 128
@@ -100,7 +137,34 @@ class LoraConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class TrainingConfig:
+    """Hyper-parameters of one run of the training loop (avlib.train)."""
+
+    steps: int = 1000
+    batch_size: int = 32  # global: split over processes and accumulation steps
+    grad_accum: int = 1
+    lr: float = 1e-3
+    warmup: int = 50
+    min_lr_ratio: float = 0.0  # the cosine decays to this fraction of lr
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class PretrainConfig:
+    """Stage 2: projector pretraining."""
+
+    audio: TrainingConfig = field(default_factory=TrainingConfig)
+    vision: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+@dataclass
+class FinetuneConfig(TrainingConfig):
+    """Stages 3 and 4: joint finetuning (and the vision-only twin, identically)."""
+
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
@@ -111,6 +175,8 @@ class Params:
     profile: Literal["tiny", "smoke", "paper"] = "tiny"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
+    foundation: FoundationConfig = field(default_factory=FoundationConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 

@@ -85,6 +85,37 @@ def save_open_clip(clip: nn.Module, model_cfg: dict, preprocess_cfg: dict, folde
     return folder
 
 
+def preprocess_frames(
+    frames: FramesInput,
+    size: tuple[int, int],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    interpolation: str = "bicubic",
+    resize_mode: str = "squash",
+) -> torch.Tensor:
+    """(T, H, W, 3) uint8 RGB -> (T, 3, S, S) float pixels: resized, clamped to [0, 1], normalised.
+
+    mean, std: (1, 3, 1, 1) tensors on the device to compute on.
+    """
+    frames = torch.as_tensor(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be uint8 of shape (T>0, H, W, 3), got {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"frames must be uint8 RGB, got {frames.dtype}")
+    x = frames.to(mean.device).permute(0, 3, 1, 2).float() / 255.0
+    target = size
+    if resize_mode == "shortest":
+        scale = max(size[0] / x.shape[2], size[1] / x.shape[3])
+        target = (max(size[0], round(x.shape[2] * scale)), max(size[1], round(x.shape[3] * scale)))
+    if tuple(x.shape[2:]) != tuple(target):
+        antialias = interpolation in ("bilinear", "bicubic")
+        x = F.interpolate(x, size=target, mode=interpolation, antialias=antialias, align_corners=False)
+    if resize_mode == "shortest":  # centre crop to S x S
+        top, left = (x.shape[2] - size[0]) // 2, (x.shape[3] - size[1]) // 2
+        x = x[:, :, top : top + size[0], left : left + size[1]]
+    return (x.clamp(0, 1) - mean) / std
+
+
 class VisionEncoder(nn.Module):
     """SigLIP trunk (pruned after `feature_layer`) + spatio-temporal pooling."""
 
@@ -119,26 +150,9 @@ class VisionEncoder(nn.Module):
         return num_frames + self.num_patches
 
     def preprocess(self, frames: FramesInput) -> torch.Tensor:
-        """(T, H, W, 3) uint8 RGB -> (T, 3, S, S) normalised pixels."""
-        frames = torch.as_tensor(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-            raise ValueError(f"frames must be uint8 of shape (T>0, H, W, 3), got {tuple(frames.shape)}")
-        if frames.dtype != torch.uint8:
-            raise ValueError(f"frames must be uint8 RGB, got {frames.dtype}")
-        x = frames.to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0
-        if self.resize_mode == "shortest":
-            scale = max(self.image_size[0] / x.shape[2], self.image_size[1] / x.shape[3])
-            size = (max(self.image_size[0], round(x.shape[2] * scale)), max(self.image_size[1], round(x.shape[3] * scale)))
-        else:
-            size = self.image_size
-        if tuple(x.shape[2:]) != tuple(size):
-            antialias = self.interpolation in ("bilinear", "bicubic")
-            x = F.interpolate(x, size=size, mode=self.interpolation, antialias=antialias, align_corners=False)
-        if self.resize_mode == "shortest":  # centre crop to S x S
-            top = (x.shape[2] - self.image_size[0]) // 2
-            left = (x.shape[3] - self.image_size[1]) // 2
-            x = x[:, :, top : top + self.image_size[0], left : left + self.image_size[1]]
-        return ((x.clamp(0, 1) - self.mean) / self.std).to(self.trunk.patch_embed.proj.weight.dtype)
+        """(T, H, W, 3) uint8 RGB -> (T, 3, S, S) normalised pixels, in the trunk's dtype."""
+        pixels = preprocess_frames(frames, self.image_size, self.mean, self.std, self.interpolation, self.resize_mode)
+        return pixels.to(self.trunk.patch_embed.proj.weight.dtype)
 
     def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """(T, 3, S, S) -> (T, P, D) patch tokens of the chosen block."""

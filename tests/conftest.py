@@ -76,3 +76,53 @@ def samples(make_model):
         {"question": q, "answer": a, "video_features": v, "audio_features": au}
         for (q, a), v, au in zip(qa, videos, audios)
     ]
+
+
+# ------------------------------------------------- a small corpus and stage 1 on it
+
+SMALL_PARAMS = {
+    "profile": "smoke",
+    "model": {
+        "audio": {"window_seconds": 4.0, "num_audio_tokens": 8},
+        "vision": {"num_frames": 4},
+        "tiny": {"image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 2, "vision_heads": 2,
+                 "audio_width": 32, "audio_layers": 1, "audio_heads": 2, "text_width": 32, "text_layers": 1,
+                 "text_heads": 2, "llm_hidden": 32, "llm_layers": 1, "llm_heads": 2, "llm_intermediate": 64,
+                 "vocab_size": 400},
+    },
+    "foundation": {
+        "whisper": {"steps": 4, "batch_size": 4, "warmup": 1},
+        "siglip": {"steps": 4, "batch_size": 8, "warmup": 1, "frames_per_clip": 1},
+        "phi": {"steps": 4, "batch_size": 4, "warmup": 1, "seq_len": 64},
+    },
+    "pretrain": {"audio": {"steps": 4, "batch_size": 4, "warmup": 1, "checkpoint_every": 2},
+                 "vision": {"steps": 4, "batch_size": 4, "warmup": 1, "checkpoint_every": 2}},
+    "finetune": {"steps": 4, "batch_size": 4, "warmup": 1, "checkpoint_every": 2, "lora": {"rank": 4, "alpha": 8}},
+}
+
+
+@pytest.fixture(scope="session")
+def small_params():
+    from avlib.config import Params, from_dict
+
+    return from_dict(Params, SMALL_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    from avlib import synth
+
+    out = tmp_path_factory.mktemp("small_corpus")
+    profile = synth.Profile(train_clips=6, val_clips=2, test_clips=6, speech_clips=4, sound_clips=4, images=4,
+                            no_audio_fraction=0.25, long_fraction=0.25)
+    synth.build(profile, out, seed=1, workers=1, progress=False)  # seed 1: each split has long, short and silent clips
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_foundation(small_params, small_corpus, tmp_path_factory):
+    from avlib.foundation import build_foundation
+
+    out = tmp_path_factory.mktemp("foundation")
+    build_foundation(small_params, small_corpus, out, log=lambda *a: None)
+    return out

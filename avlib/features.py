@@ -1,0 +1,276 @@
+"""The feature cache: every clip through the frozen encoders once.
+
+The encoders never train, so their pooled features are computed once per clip
+and stored as safetensors shards with a JSON-lines index. The cache lives in a
+folder named by a key that hashes everything the features depend on: both
+encoders' weights and every preprocessing parameter (frames, frame size, audio
+window, pooled counts, feature layer, mel bins). Change any of them and the key
+changes: stale features can never be read. Each entry also records its media
+file's size and sha256, checked when the cache is opened.
+
+Extraction shows progress, resumes where an interrupted run stopped (a shard is
+renamed into place before its index lines are written), and splits across
+processes with accelerate, each rank writing its own shards and index file:
+
+    accelerate launch --cpu --num_processes 2 -m avlib.features --data data --out features
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from avlib.datasets import Example, load_media
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything the cached features depend on."""
+
+    audio_encoder: str  # sha256 of the audio encoder's weights
+    vision_encoder: str  # sha256 of the vision encoder's weights
+    num_frames: int
+    frame_size: int
+    window_seconds: float
+    num_audio_tokens: int
+    n_mels: int
+    feature_layer: int
+    sample_rate: int = 16000
+    version: int = FORMAT_VERSION
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters and buffers."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def spec_for(model, num_frames: int, frame_size: int, feature_layer: int) -> FeatureSpec:
+    audio = model.audio_encoder
+    return FeatureSpec(
+        audio_encoder=module_digest(audio),
+        vision_encoder=module_digest(model.vision_encoder),
+        num_frames=num_frames,
+        frame_size=frame_size,
+        window_seconds=audio.window_seconds,
+        num_audio_tokens=audio.num_audio_tokens,
+        n_mels=audio.n_mels,
+        feature_layer=feature_layer,
+    )
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class StaleFeatures(RuntimeError):
+    """A media file changed after its features were cached."""
+
+
+class FeatureCache:
+    """One key's folder: spec.json, shard-RR-NNNNN.safetensors files and index-RR.jsonl files."""
+
+    def __init__(self, root: str | Path, spec: FeatureSpec, data_root: str | Path):
+        self.spec = spec
+        self.folder = Path(root) / spec.key
+        self.data_root = Path(data_root)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        spec_file = self.folder / "spec.json"
+        if not spec_file.exists():
+            tmp = spec_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(spec), indent=1) + "\n")
+            os.replace(tmp, spec_file)
+        self._handles: dict[str, object] = {}
+
+    def entries(self) -> dict[str, dict]:
+        """media (relative to the data root) -> its index entry, merged over every rank's index."""
+        out = {}
+        for index in sorted(self.folder.glob("index-*.jsonl")):
+            for line in index.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    out[entry["media"]] = entry
+        return out
+
+    def relative(self, media: Path) -> str:
+        return Path(media).resolve().relative_to(self.data_root.resolve()).as_posix()
+
+    def verify(self, entries: dict[str, dict] | None = None) -> None:
+        """Raise StaleFeatures if any cached media file changed (size or content) since extraction."""
+        for media, entry in (entries or self.entries()).items():
+            path = self.data_root / media
+            if not path.is_file() or path.stat().st_size != entry["size"] or file_digest(path) != entry["sha256"]:
+                raise StaleFeatures(f"{path} changed after its features were cached in {self.folder}; delete that folder and extract again")
+
+    def load(self, entry: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(video features or None, audio features or None) of one index entry."""
+        shard = entry["shard"]
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(self.folder / shard, framework="pt")
+        handle = self._handles[shard]
+        video = handle.get_tensor(entry["video"]) if entry["video"] else None
+        audio = handle.get_tensor(entry["audio"]) if entry["audio"] else None
+        return video, audio
+
+    def _next_shard(self, rank: int) -> int:
+        return len(list(self.folder.glob(f"shard-{rank:02d}-*.safetensors")))
+
+    def write(self, rank: int, items: Sequence[tuple[Path, torch.Tensor | None, torch.Tensor | None]]) -> None:
+        """Write one shard atomically, then its index lines."""
+        name = f"shard-{rank:02d}-{self._next_shard(rank):05d}.safetensors"
+        tensors, lines = {}, []
+        for i, (media, video, audio) in enumerate(items):
+            entry = {"media": self.relative(media), "shard": name, "video": None, "audio": None,
+                     "size": media.stat().st_size, "sha256": file_digest(media)}
+            if video is not None:
+                entry["video"] = f"{i}.video"
+                tensors[entry["video"]] = video.detach().cpu().float().contiguous()
+            if audio is not None:
+                entry["audio"] = f"{i}.audio"
+                entry["audio_windows"] = audio.shape[0] // self.spec.num_audio_tokens
+                tensors[entry["audio"]] = audio.detach().cpu().float().contiguous()
+            lines.append(json.dumps(entry))
+        tmp = self.folder / f".{name}.tmp"
+        save_file(tensors, tmp)
+        os.replace(tmp, self.folder / name)
+        with (self.folder / f"index-{rank:02d}.jsonl").open("a") as index:
+            index.write("\n".join(lines) + "\n")
+            index.flush()
+            os.fsync(index.fileno())
+
+    def summary(self) -> dict:
+        entries = self.entries()
+        with_audio = [e for e in entries.values() if e["audio"]]
+        return {
+            "key": self.spec.key,
+            "items": len(entries),
+            "with_video": sum(bool(e["video"]) for e in entries.values()),
+            "with_audio": len(with_audio),
+            "without_audio": len(entries) - len(with_audio),
+            "multi_window_audio": sum(e.get("audio_windows", 0) > 1 for e in with_audio),
+            "shards": len(list(self.folder.glob("shard-*.safetensors"))),
+            "bytes": sum(p.stat().st_size for p in self.folder.glob("shard-*.safetensors")),
+        }
+
+
+def extract(
+    model,
+    media: Sequence[Path],
+    cache: FeatureCache,
+    batch_size: int = 32,
+    shard_size: int = 256,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> int:
+    """Encode the media files not yet cached (this rank's share); returns how many were encoded."""
+    done = set(cache.entries())
+    todo = sorted({Path(m) for m in media if cache.relative(m) not in done}, key=str)[rank::world_size]
+    device = next(model.parameters()).device
+    pending, encoded = [], 0
+    bar = tqdm(total=len(todo), desc=f"features (rank {rank})", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        loaded = [load_media(path, cache.spec.num_frames, cache.spec.frame_size, cache.spec.sample_rate) for path in chunk]
+        videos = [None if frames is None else torch.from_numpy(frames).to(device) for frames, _ in loaded]
+        audios = [None if audio is None else torch.from_numpy(audio).to(device) for _, audio in loaded]
+        video_features, audio_features = model.encode_media(videos, audios)
+        pending += list(zip(chunk, video_features, audio_features))
+        encoded += len(chunk)
+        bar.update(len(chunk))
+        while len(pending) >= shard_size:
+            cache.write(rank, pending[:shard_size])
+            pending = pending[shard_size:]
+    if pending:
+        cache.write(rank, pending)
+    bar.close()
+    return encoded
+
+
+class FeatureDataset(Dataset):
+    """Examples with their cached features: dicts of id, question, answer, needs, video_features, audio_features."""
+
+    def __init__(self, examples: Sequence[Example], cache: FeatureCache, verify: bool = True):
+        self.examples = list(examples)
+        self.cache = cache
+        entries = cache.entries()
+        self.entries = []
+        missing = []
+        for example in self.examples:
+            entry = entries.get(cache.relative(example.media))
+            if entry is None:
+                missing.append(str(example.media))
+            self.entries.append(entry)
+        if missing:
+            raise KeyError(f"{len(missing)} media files have no cached features in {cache.folder} (first: {missing[0]}); run the extraction")
+        if verify:
+            cache.verify({e["media"]: e for e in self.entries})
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        video, audio = self.cache.load(self.entries[index])
+        return {"id": example.id, "question": example.question, "answer": example.answer, "needs": example.needs,
+                "video_features": video, "audio_features": audio}
+
+
+def corpus_media(data_root: str | Path) -> list[Path]:
+    """Every media file the study reads from a synthetic (or prepared) corpus."""
+    root = Path(data_root)
+    return sorted({*(root / "clips").glob("*.mp4"), *(root / "audio").glob("*.flac"), *(root / "images").glob("*.png")})
+
+
+def main(argv: list[str] | None = None) -> None:
+    from accelerate import PartialState
+
+    from avlib.config import load_params
+    from avlib.foundation import load_foundation_model
+
+    parser = argparse.ArgumentParser(description="Fill the feature cache (run under `accelerate launch` for several processes).")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--foundation", default="checkpoints/foundation")
+    parser.add_argument("--out", default="features")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    state = PartialState()
+    params = load_params(args.params)
+    model = load_foundation_model(params, args.foundation).to(state.device).eval()
+    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    spec = spec_for(model, params.model.vision.num_frames, size, params.model.vision.feature_layer)
+    cache = FeatureCache(args.out, spec, args.data)
+    extract(model, corpus_media(args.data), cache, args.batch_size, rank=state.process_index,
+            world_size=state.num_processes, progress=state.is_local_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        print(json.dumps(cache.summary()))
+
+
+if __name__ == "__main__":
+    main()

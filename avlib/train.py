@@ -1,0 +1,322 @@
+"""One training loop for every stage: projector pretraining, joint finetuning, the vision-only twin.
+
+A stage is (model policy, examples, hyper-parameters): `AVLM.configure_training`
+picks what trains; everything else is shared. The loop is built so that runs
+can be compared exactly:
+
+* Data order is a pure function of (seed, step): step s trains on items
+  s*B .. (s+1)*B of a sequence of seeded epoch permutations. The AV model and
+  its vision-only twin therefore see identical batches in identical order, and
+  a resumed run continues with exactly the batches it would have seen.
+* The global batch is split across processes (accelerate: DDP on CPU or GPU,
+  FSDP and DeepSpeed by configuration) and into gradient-accumulation
+  micro-batches; the loss is the sum over supervised tokens divided by the
+  global count of them, so any split computes the same gradient.
+* Checkpoints (every `checkpoint_every` steps) hold only the trainable
+  parameters, the optimizer, the scheduler and every RNG state, written to a
+  temporary folder and renamed into place: a run killed at any moment resumes
+  from the last complete checkpoint and ends bitwise equal to an uninterrupted one.
+* A NaN or infinite loss stops the run with `TrainingDiverged`; nothing is
+  saved after it, so the last good checkpoint stays loadable.
+
+Curves go to dvclive (loss, learning rate, gradient norm, samples/s) so
+`dvc plots show` draws them; a progress bar shows the ETA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from avlib.config import LoraConfig, TrainingConfig, save_config
+from avlib.template import IGNORE_INDEX
+
+CHECKPOINT = "checkpoint"
+FINAL = "final"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    steps: int
+    final_loss: float
+    seconds: float
+    samples_per_second: float
+    output: Path
+    batches: list[list[int]] | None = None  # the global batch indices of each step, when recorded
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_indices(num_items: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """The global batch of `step`: a window onto seeded epoch permutations, a pure function of its arguments."""
+    if num_items == 0:
+        raise ValueError("cannot train on an empty dataset")
+    out: list[int] = []
+    position = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(position, num_items)
+        order = np.random.default_rng([seed, epoch]).permutation(num_items)
+        take = order[offset : offset + batch_size - len(out)]
+        out += take.tolist()
+        position += len(take)
+    return out
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to `min_ratio` of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over supervised positions, and their count."""
+    shifted, targets = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    loss = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((targets != IGNORE_INDEX).sum())
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, extra: dict) -> None:
+    """Write the checkpoint to a temporary folder, then swap it into place."""
+    tmp = folder.parent / f".{folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(model), tmp / "trainable.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
+    (tmp / "progress.json").write_text(json.dumps({"step": step, **extra}))
+    old = folder.parent / f".{folder.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(folder: Path) -> Path | None:
+    """The last complete checkpoint: the folder itself, or the previous one if a swap was interrupted."""
+    for candidate in (folder, folder.parent / f".{folder.name}.old"):
+        if (candidate / "progress.json").is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
+    trainable = load_file(folder / "trainable.safetensors")
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(trainable) != expected:
+        raise ValueError(f"{folder} holds other trainable parameters than this run trains; is it another stage's checkpoint?")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in trainable.items():
+            params[name].copy_(value)
+    state = torch.load(folder / "state.pt", weights_only=False)  # our own file: optimizer state and RNG tuples
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return json.loads((folder / "progress.json").read_text())
+
+
+def train(
+    model,
+    dataset: Sequence[dict],
+    stage: str,
+    cfg: TrainingConfig,
+    out: str | Path,
+    seed: int = 0,
+    lora: LoraConfig | None = None,
+    config=None,
+    accelerator=None,
+    record_batches: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train `model` on `dataset` (items with question, answer, video_features, audio_features).
+
+    Saves the trained parts to out/final (`AVLM.save_trained`) and dvclive logs
+    to out/dvclive; resumes from out/checkpoint if one is there. `stop_after`
+    ends the run early at that step (as a kill would), leaving its checkpoint.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    out = Path(out)
+    if accelerator is None:
+        mixed = "bf16" if torch.cuda.is_available() else "no"
+        accelerator = Accelerator(mixed_precision=mixed, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ValueError(f"batch_size {cfg.batch_size} must divide evenly into {world} processes x {cfg.grad_accum} accumulation steps")
+    seed_everything(seed)
+    model.configure_training(stage, lora)
+    if cfg.gradient_checkpointing:
+        model.llm.gradient_checkpointing_enable()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    start_step = 0
+    checkpoint = find_checkpoint(out / CHECKPOINT)
+    if checkpoint is not None:
+        start_step = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
+        accelerator.print(f"resuming {stage} from step {start_step} ({checkpoint})")
+    live = None
+    if accelerator.is_main_process:
+        from dvclive import Live
+
+        live = Live(dir=str(out / "dvclive"), resume=start_step > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+        live.step = start_step
+    local = cfg.batch_size // world
+    micro = local // cfg.grad_accum
+    batches: list[list[int]] = []
+    loss_value, started, samples = float("nan"), time.monotonic(), 0
+    model.train()
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc=stage, disable=not (progress and accelerator.is_main_process))
+    for step in bar:
+        if stop_after is not None and step >= stop_after:
+            break
+        indices = batch_indices(len(dataset), cfg.batch_size, step, seed)
+        if record_batches:
+            batches.append(indices)
+        mine = indices[rank * local : (rank + 1) * local]
+        parts = [model.collate([dataset[i] for i in mine[k : k + micro]]) for k in range(0, local, micro)]
+        count = torch.tensor(sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in parts), device=accelerator.device)
+        total_count = accelerator.reduce(count, reduction="sum").item()
+        loss_sum = 0.0
+        for k, part in enumerate(parts):
+            sync = accelerator.no_sync(wrapped) if k < len(parts) - 1 else contextlib.nullcontext()
+            with sync, accelerator.autocast():
+                output = wrapped(
+                    part["input_ids"].to(accelerator.device), part["attention_mask"].to(accelerator.device),
+                    [None if f is None else f.to(accelerator.device) for f in part["video_features"]],
+                    [None if f is None else f.to(accelerator.device) for f in part["audio_features"]],
+                )
+                summed, _ = token_loss_sum(output.logits, part["labels"])
+                # DDP averages gradients over processes: scale so the result is d(global mean)/dθ.
+                loss = summed * world / max(total_count, 1)
+                accelerator.backward(loss)
+            loss_sum += summed.item()
+        loss_value = accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), reduction="sum").item() / max(total_count, 1)
+        if not math.isfinite(loss_value):
+            last = find_checkpoint(out / CHECKPOINT)
+            raise TrainingDiverged(
+                f"{stage}: loss became {loss_value} at step {step}; stopped without saving. "
+                f"The last good checkpoint is {last if last else '(none yet)'}; lower the learning rate and resume."
+            )
+        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        samples += cfg.batch_size
+        elapsed = time.monotonic() - started
+        if live is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            live.log_metric("loss", loss_value)
+            live.log_metric("learning_rate", scheduler.get_last_lr()[0])
+            live.log_metric("grad_norm", float(grad_norm))
+            live.log_metric("samples_per_second", samples / max(elapsed, 1e-9))
+            live.step = step + 1
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step + 1, {"loss": loss_value})
+    bar.close()
+    accelerator.wait_for_everyone()
+    finished = stop_after is None or stop_after >= cfg.steps
+    if finished and accelerator.is_main_process:
+        model.save_trained(out / FINAL, config=config)
+        if live is not None:
+            live.log_metric("final_loss", loss_value, plot=False)
+            live.end()
+    elapsed = time.monotonic() - started
+    return RunResult(steps=cfg.steps if finished else (stop_after or 0), final_loss=loss_value, seconds=elapsed,
+                     samples_per_second=samples / max(elapsed, 1e-9), output=out / FINAL, batches=batches if record_batches else None)
+
+
+# ------------------------------------------------------------------- stages
+
+STAGE_SPLITS = {
+    "pretrain_audio": ("speech_to_text", "audio_captions"),
+    "pretrain_vision": ("image_captions",),
+    "finetune": ("video_instructions_train",),
+}
+
+
+def stage_examples(data_root: str | Path, stage: str) -> list:
+    from avlib.datasets import read_corpus_split
+
+    if stage not in STAGE_SPLITS:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGE_SPLITS)}")
+    return [e for split in STAGE_SPLITS[stage] for e in read_corpus_split(data_root, split)]
+
+
+def open_cache(params, model, data_root: str | Path, features_root: str | Path):
+    """The feature cache for this model and these parameters (it may still be empty)."""
+    from avlib.features import FeatureCache, spec_for
+
+    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    spec = spec_for(model, params.model.vision.num_frames, size, params.model.vision.feature_layer)
+    return FeatureCache(features_root, spec, data_root)
+
+
+def run_stage(
+    params,
+    stage: str,
+    data_root: str | Path,
+    foundation: str | Path,
+    features: str | Path,
+    out: str | Path,
+    use_audio: bool = True,
+    init_from: Sequence[str | Path] = (),
+    **kwargs,
+) -> RunResult:
+    """Build the model on stage 1's foundation, load earlier stages' outputs, and train `stage` from the feature cache."""
+    from avlib.features import FeatureDataset
+    from avlib.foundation import load_foundation_model
+
+    model = load_foundation_model(params, foundation, use_audio=use_audio)
+    for folder in init_from:
+        model.load_trained(folder)
+    cache = open_cache(params, model, data_root, features)
+    dataset = FeatureDataset(stage_examples(data_root, stage), cache)
+    cfg = {"pretrain_audio": params.pretrain.audio, "pretrain_vision": params.pretrain.vision, "finetune": params.finetune}[stage]
+    return train(model, dataset, stage, cfg, out, seed=params.seed, lora=params.finetune.lora, config=params, **kwargs)

@@ -1,0 +1,151 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from avlib.config import TrainingConfig
+from avlib.template import media_token_ids
+from avlib.train import CHECKPOINT, FINAL, TrainingDiverged, batch_indices, find_checkpoint, lr_factor, train, trainable_state
+
+import train_helpers as helpers
+
+HELPER = Path(__file__).with_name("train_helpers.py")
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+    assert batch_indices(10, 4, 3, seed=1) == batch_indices(10, 4, 3, seed=1)
+    # consecutive steps tile seeded permutations, epoch after epoch
+    first_epoch = sum((batch_indices(10, 5, s, 0) for s in range(2)), [])
+    assert sorted(first_epoch) == list(range(10))
+    assert batch_indices(10, 4, 2, 0)[:2] == batch_indices(10, 2, 4, 0)  # a window that crosses an epoch
+    assert batch_indices(10, 4, 0, 0) != batch_indices(10, 4, 0, 1)
+
+
+def test_learning_rate_schedule():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_training_lowers_the_loss_and_saves_only_trained_parts(tmp_path):
+    model, result = helpers.run(tmp_path / "run", steps=30)
+    metrics = json.loads((tmp_path / "run" / "dvclive" / "metrics.json").read_text())
+    # A random frozen LLM has a near-uniform output head, so LoRA moves the loss only so far.
+    assert result.final_loss < _first_loss(tmp_path / "run") - 0.2
+    assert sorted(p.name for p in (tmp_path / "run" / FINAL).iterdir()) == [
+        "audio_projector.safetensors", "lora", "parts.json", "vision_projector.safetensors"]
+    assert (tmp_path / "run" / "dvclive" / "plots" / "metrics" / "loss.tsv").is_file()
+    assert metrics["final_loss"] == pytest.approx(result.final_loss)
+
+
+def _first_loss(run: Path) -> float:
+    rows = (run / "dvclive" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
+    return float(rows[1].split("\t")[-1])
+
+
+@pytest.mark.slow
+def test_resume_after_kill(tmp_path):
+    steps = 60
+    reference, _ = helpers.run(tmp_path / "reference", steps=steps)
+    expected = trainable_state(reference)
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(HELPER), str(killed), str(steps)], env=env)
+    deadline = time.monotonic() + 120
+    while find_checkpoint(killed / CHECKPOINT) is None:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = json.loads((find_checkpoint(killed / CHECKPOINT) / "progress.json").read_text())["step"]
+    assert 0 < done < steps and not (killed / FINAL).exists(), "killed mid-way"
+
+    resumed, result = helpers.run(killed, steps=steps)  # picks up the checkpoint
+    assert result.steps == steps
+    for name, value in trainable_state(resumed).items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_stop_and_resume_in_process_equals_uninterrupted(tmp_path):
+    reference, _ = helpers.run(tmp_path / "a", steps=8)
+    helpers.run(tmp_path / "b", steps=8, stop_after=5)  # checkpoint at 4; step 5 is lost, as in a crash
+    resumed, _ = helpers.run(tmp_path / "b", steps=8)
+    for name, value in trainable_state(resumed).items():
+        assert torch.equal(value, trainable_state(reference)[name]), name
+
+
+def test_matched_baseline(tmp_path):
+    av_model, av = helpers.run(tmp_path / "av", steps=6, record_batches=True)
+    vo_model, vo = helpers.run(tmp_path / "vo", steps=6, use_audio=False, record_batches=True)
+    assert av.batches == vo.batches  # identical batches in identical order
+    dataset = helpers.make_dataset()
+    _, audio_id = media_token_ids(av_model.tokenizer)
+    newline = av_model.tokenizer.encode("\n", add_special_tokens=False)
+    for indices in av.batches:
+        items = [dataset[i] for i in indices]
+        with_audio, without = av_model.collate(items), vo_model.collate(items)
+        assert torch.equal(with_audio["labels"][with_audio["labels"] != -100], without["labels"][without["labels"] != -100])
+        for row, item in enumerate(items):
+            ids = with_audio["input_ids"][row][with_audio["attention_mask"][row] == 1].tolist()
+            if item["audio_features"] is not None:  # drop the "\n<audio>...<audio>" line: what remains is the twin's prompt
+                first = ids.index(audio_id)
+                ids = ids[: first - len(newline)] + [t for t in ids[first:] if t != audio_id]
+            twin = without["input_ids"][row][without["attention_mask"][row] == 1].tolist()
+            assert ids == twin
+    assert set(vo_model.trained_parts()) == {"vision_projector", "lora"}
+
+
+class Poisonable(list):
+    """A dataset whose video features turn to NaN once `poisoned` is set."""
+
+    poisoned = False
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        return {**item, "video_features": item["video_features"] * float("nan")} if self.poisoned else item
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    dataset = Poisonable(helpers.make_dataset())
+    cfg = TrainingConfig(steps=10, batch_size=4, lr=5e-3, warmup=1, checkpoint_every=2)
+    train(helpers.make_model(), dataset, "finetune", cfg, tmp_path, lora=helpers.LORA, progress=False, stop_after=4)
+    dataset.poisoned = True
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4.*last good checkpoint is .*checkpoint"):
+        train(helpers.make_model(), dataset, "finetune", cfg, tmp_path, lora=helpers.LORA, progress=False)
+    assert json.loads((tmp_path / CHECKPOINT / "progress.json").read_text())["step"] == 4
+    state = load_file(find_checkpoint(tmp_path / CHECKPOINT) / "trainable.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values())
+    dataset.poisoned = False
+    model = helpers.make_model()
+    result = train(model, dataset, "finetune", cfg, tmp_path, lora=helpers.LORA, progress=False)  # the checkpoint resumes
+    assert math.isfinite(result.final_loss) and (tmp_path / FINAL / "parts.json").is_file()
+
+
+def test_batch_must_split_evenly(tmp_path):
+    with pytest.raises(ValueError, match="must divide evenly"):
+        train(helpers.make_model(), helpers.make_dataset(), "finetune", TrainingConfig(batch_size=5, grad_accum=2), tmp_path,
+              lora=helpers.LORA, progress=False)
+
+
+@pytest.mark.slow
+def test_two_process_matches_one_process(tmp_path):
+    one, _ = helpers.run(tmp_path / "one", steps=6)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(HELPER), str(tmp_path / "two"), "6"]
+    subprocess.run(command, env=env, check=True, timeout=600)
+    two = load_file(tmp_path / "two" / CHECKPOINT / "trainable.safetensors")
+    for name, value in trainable_state(one).items():
+        # Same global batch and loss; only the order of floating-point sums differs.
+        torch.testing.assert_close(two[name], value, rtol=0, atol=1e-5, msg=name)
