@@ -12,7 +12,7 @@ Extraction shows progress, resumes where an interrupted run stopped (a shard is
 renamed into place before its index lines are written), and splits across
 processes with accelerate, each rank writing its own shards and index file:
 
-    accelerate launch --cpu --num_processes 2 -m avlib.features --data data --out features
+    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m avlib.features --data data --out features
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="features")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())
     params = load_params(args.params)
     model = load_foundation_model(params, args.foundation).to(state.device).eval()
     size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]

@@ -182,7 +182,11 @@ def train(
     out = Path(out)
     if accelerator is None:
         mixed = "bf16" if torch.cuda.is_available() else "no"
-        accelerator = Accelerator(mixed_precision=mixed, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),  # without it, processes launched on a CPU machine do not form a group
+            mixed_precision=mixed,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly into {world} processes x {cfg.grad_accum} accumulation steps")
@@ -258,7 +262,7 @@ def train(
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step + 1, {"loss": loss_value})
+                save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step + 1, {"loss": loss_value, "processes": world})
     bar.close()
     accelerator.wait_for_everyone()
     finished = stop_after is None or stop_after >= cfg.steps

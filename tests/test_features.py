@@ -1,3 +1,4 @@
+from pathlib import Path
 import dataclasses
 import json
 import os
@@ -10,6 +11,8 @@ import torch
 from avlib.datasets import load_media, read_corpus_split
 from avlib.features import FeatureCache, FeatureDataset, FeatureSpec, StaleFeatures, corpus_media, extract, spec_for
 from avlib.foundation import load_foundation_model
+
+DDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu_ddp.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +97,7 @@ def test_two_processes_fill_one_index(small_params, small_corpus, small_foundati
     from avlib.config import save_config
 
     save_config(small_params, tmp_path, "params.yaml")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "avlib.features",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), "-m", "avlib.features",
                "--params", str(tmp_path / "params.yaml"), "--data", str(small_corpus),
                "--foundation", str(small_foundation), "--out", str(tmp_path / "features")]
     subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, timeout=600)

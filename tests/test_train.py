@@ -17,6 +17,8 @@ from avlib.train import CHECKPOINT, FINAL, TrainingDiverged, batch_indices, find
 
 import train_helpers as helpers
 
+DDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu_ddp.yaml"
+
 HELPER = Path(__file__).with_name("train_helpers.py")
 
 
@@ -140,11 +142,11 @@ def test_batch_must_split_evenly(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_matches_one_process(tmp_path):
-    one, _ = helpers.run(tmp_path / "one", steps=6)
+    one, _ = helpers.run(tmp_path / "one", steps=6, lora=helpers.LORA_NO_DROPOUT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", str(HELPER), str(tmp_path / "two"), "6"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), str(HELPER), str(tmp_path / "two"), "6", "no-dropout"]
     subprocess.run(command, env=env, check=True, timeout=600)
+    assert json.loads((tmp_path / "two" / CHECKPOINT / "progress.json").read_text())["processes"] == 2
     two = load_file(tmp_path / "two" / CHECKPOINT / "trainable.safetensors")
     for name, value in trainable_state(one).items():
         # Same global batch and loss; only the order of floating-point sums differs.

@@ -29,6 +29,8 @@ CFG = ModelConfig(
                          llm_intermediate=64),
 )
 LORA = LoraConfig(rank=4, alpha=8, dropout=0.1)  # dropout on: resuming must restore the RNG too
+# Dropout masks depend on how a batch is split over processes; comparing splits needs it off.
+LORA_NO_DROPOUT = LoraConfig(rank=4, alpha=8, dropout=0.0)
 
 
 def make_model(use_audio: bool = True):
@@ -48,12 +50,13 @@ def make_dataset(n: int = 12) -> list[dict]:
     ]
 
 
-def run(out, steps: int = 8, stage: str = "finetune", use_audio: bool = True, **kwargs):
+def run(out, steps: int = 8, stage: str = "finetune", use_audio: bool = True, lora: LoraConfig = LORA, **kwargs):
     torch.set_num_threads(1)
     model = make_model(use_audio)
     cfg = TrainingConfig(steps=steps, batch_size=4, lr=5e-3, warmup=2, checkpoint_every=2, log_every=1)
-    return model, train(model, make_dataset(), stage, cfg, out, seed=0, lora=LORA, progress=False, **kwargs)
+    return model, train(model, make_dataset(), stage, cfg, out, seed=0, lora=lora, progress=False, **kwargs)
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 8)
+    dropout = len(sys.argv) > 3 and sys.argv[3] == "no-dropout"
+    run(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 8, lora=LORA_NO_DROPOUT if dropout else LORA)
