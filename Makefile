@@ -8,11 +8,14 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: repro test test-fast venv lock bench data
 
-## repro: run the study (tiny profile by default)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+## repro: run the study: the profile in params.yaml (tiny), or PROFILE=smoke|paper|tiny to switch first
 repro: venv
-	@echo "The DVC pipeline is not wired yet: the notebooks and dvc.yaml land with the"
-	@echo "pipeline issue. What works now is the model library (avlib) and its tests: make test."
-	@exit 2
+	@if [ -n "$(PROFILE)" ]; then $(PY) -m avlib.config use $(PROFILE); fi
+	$(PY) -m avlib.synth --params params.yaml --out data --if-needed
+	$(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc metrics show
 
 ## test: run every test, slow ones included
 test: venv
@@ -27,7 +30,7 @@ venv:
 
 ## data: rebuild the synthetic corpus (tracked by data.dvc) from its seed; `dvc status` is clean after
 data: venv
-	$(PY) -m avlib.synth --profile tiny --out data
+	$(PY) -m avlib.synth --params params.yaml --out data
 	$(VENV)/bin/dvc status data.dvc
 
 ## bench: the benchmark scripts, each printing its figures

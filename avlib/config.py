@@ -169,15 +169,50 @@ class FinetuneConfig(TrainingConfig):
 
 
 @dataclass
+class ChatJudgeConfig:
+    """An OpenAI-compatible endpoint; the key comes from the environment variable named here, never from this file."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini-2024-07-18"  # pinned: a moving alias would change scores between runs
+    api_key_env: str = "OPENAI_API_KEY"
+    price_per_1k_prompt: float = 0.00015
+    price_per_1k_completion: float = 0.0006
+    timeout: float = 60.0
+    max_retries: int = 5
+
+
+@dataclass
+class EvaluateConfig:
+    """Stage 5: evaluation."""
+
+    batch_size: int = 64
+    max_new_tokens: int = 48
+    temperature: float = 0.0  # 0: greedy
+    bootstrap_resamples: int = 2000
+    judge: Literal["reference", "chat"] = "reference"
+    chat: ChatJudgeConfig = field(default_factory=ChatJudgeConfig)
+
+
+@dataclass
+class CorpusConfig:
+    """Which corpus the study reads from data/: a synthetic one (avlib.synth), or prepared real data."""
+
+    profile: str = "tiny"  # tiny | smoke (avlib.synth profiles) | paper (prepared real data)
+    seed: int = 0
+
+
+@dataclass
 class Params:
     """The whole of params.yaml."""
 
     profile: Literal["tiny", "smoke", "paper"] = "tiny"
     seed: int = 0
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     foundation: FoundationConfig = field(default_factory=FoundationConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 # ------------------------------------------------------------------------ loading
@@ -271,3 +306,74 @@ def save_config(config: Any, directory: str | Path, name: str = "config.yaml") -
 def load_config(cls: type, path: str | Path) -> Any:
     """Read back a configuration written by `save_config`."""
     return from_dict(cls, yaml.safe_load(Path(path).read_text()) or {})
+
+
+# ------------------------------------------------------------------- profiles
+
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+PROFILE_HEADER = (
+    "# The study's parameters, written by `python -m avlib.config use {name}` from profiles/tiny.yaml{extra}.\n"
+    "# Edit here for a one-off run; edit profiles/ to change a profile. avlib.config is the schema.\n"
+)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """`base` with `override`'s values in, recursively (the schema then rejects any unknown key)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def profile_params(name: str, profiles: str | Path = PROFILES_DIR) -> tuple[dict, Params]:
+    """The tiny defaults merged with profiles/<name>.yaml's overrides, as YAML data and validated."""
+    profiles = Path(profiles)
+    available = sorted(p.stem for p in profiles.glob("*.yaml"))
+    if name not in available:
+        raise ConfigError(f"unknown profile {name!r}; available: {', '.join(available)}")
+    data = yaml.safe_load((profiles / "tiny.yaml").read_text())
+    if name != "tiny":
+        data = deep_merge(data, yaml.safe_load((profiles / f"{name}.yaml").read_text()) or {})
+    try:
+        return data, from_dict(Params, data)
+    except ConfigError as err:
+        raise ConfigError(f"profiles/{name}.yaml: {err}") from None
+
+
+def use_profile(name: str, out: str | Path = "params.yaml", profiles: str | Path = PROFILES_DIR) -> Params:
+    """Write params.yaml for profile `name`; `dvc params diff` then shows what the switch changed."""
+    data, params = profile_params(name, profiles)
+    if name == "tiny":  # the base itself: keep its comments
+        body = Path(profiles, "tiny.yaml").read_text().split("\n", 1)[1]
+        text = PROFILE_HEADER.format(name=name, extra="") + body
+    else:
+        text = PROFILE_HEADER.format(name=name, extra=f" and profiles/{name}.yaml") + yaml.safe_dump(
+            data, sort_keys=False, default_flow_style=None, width=110)
+    Path(out).write_text(text)
+    return params
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m avlib.config", description="Switch params.yaml to a profile, or check it.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    use = commands.add_parser("use", help="write params.yaml for a profile (tiny, smoke, paper)")
+    use.add_argument("profile")
+    use.add_argument("--out", default="params.yaml")
+    check = commands.add_parser("check", help="validate a parameter file")
+    check.add_argument("file", nargs="?", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "use":
+            params = use_profile(args.profile, args.out)
+            print(f"{args.out}: profile {params.profile} (model builder {params.model.builder}, corpus {params.corpus.profile})")
+        else:
+            load_params(args.file)
+            print(f"{args.file}: valid")
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -78,12 +78,22 @@ class MissingData(FileNotFoundError):
     """The corpus is not where the stage expects it."""
 
 
-def require_corpus(root: str | Path) -> Path:
+def require_corpus(root: str | Path, corpus=None) -> Path:
+    """The corpus folder, checked to exist and, given params.corpus, to be the corpus asked for."""
     root = Path(root)
+    profile = corpus.profile if corpus is not None else "tiny"
+    seed = corpus.seed if corpus is not None else 0
+    rebuild = f"`python -m avlib.synth --profile {profile} --seed {seed} --out {root}`"
     if not (root / "manifest.json").is_file():
         raise MissingData(
-            f"no corpus at {root}/: build it with `python -m avlib.synth --profile tiny --out {root}` "
-            f"(or `make data`), or fetch it with `dvc pull` where a DVC remote is configured"
+            f"no corpus at {root}/: build it with {rebuild} (or `make data`), "
+            f"or fetch it with `dvc pull` where a DVC remote is configured"
+        )
+    manifest = json.loads((root / "manifest.json").read_text())
+    if corpus is not None and corpus.profile != "paper" and (manifest.get("profile"), manifest.get("seed")) != (profile, seed):
+        raise MissingData(
+            f"{root}/ holds the {manifest.get('profile')} corpus (seed {manifest.get('seed')}), but params.yaml asks for "
+            f"{profile} (seed {seed}); rebuild it with {rebuild}"
         )
     return root
 
@@ -449,7 +459,7 @@ def train_phi(root: Path, params: Params, tokenizer, log=print) -> tuple[PhiForC
 
 def build_foundation(params: Params, data_root: str | Path, out: str | Path, log=print) -> dict:
     """Stage 1 for the tiny and smoke profiles: train, score and save the miniature models."""
-    root, out = require_corpus(data_root), Path(out)
+    root, out = require_corpus(data_root, params.corpus), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     tokenizer = train_tokenizer(corpus_texts(root, "train"), params.model.tiny.vocab_size)

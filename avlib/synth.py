@@ -395,8 +395,9 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def build(profile: str | Profile, out: str | Path, seed: int = 0, workers: int | None = None, progress: bool = True) -> dict:
-    """Generate the corpus of `profile` (a name in PROFILES, or sizes) into `out`; returns the manifest.
+def build(profile: str | Profile, out: str | Path, seed: int = 0, workers: int | None = None, progress: bool = True,
+          name: str = "custom") -> dict:
+    """Generate the corpus of `profile` (a name in PROFILES, or sizes called `name`) into `out`; returns the manifest.
 
     What a previous build left in `out` is replaced.
     """
@@ -405,7 +406,7 @@ def build(profile: str | Profile, out: str | Path, seed: int = 0, workers: int |
             raise ValueError(f"unknown corpus profile {profile!r}; valid: {', '.join(PROFILES)} (the paper profile uses real data)")
         profile_name, profile = profile, PROFILES[profile]
     else:
-        profile_name = "custom"
+        profile_name = name
     out = Path(out)
     if out.exists():
         for sub in ("clips", "audio", "images", "splits", "benchmarks"):
@@ -489,7 +490,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
+    parser.add_argument("--params", help="take the profile and seed from this file's `corpus` section instead")
+    parser.add_argument("--if-needed", action="store_true", help="do nothing when --out already holds that corpus")
     args = parser.parse_args(argv)
+    if args.params:
+        from avlib.config import load_params
+
+        corpus = load_params(args.params).corpus
+        if corpus.profile not in PROFILES:
+            print(f"corpus profile {corpus.profile!r} is not synthetic: prepare real data with avlib.prepare (README)")
+            return
+        args.profile, args.seed = corpus.profile, corpus.seed
+    manifest_file = Path(args.out) / "manifest.json"
+    if args.if_needed and manifest_file.is_file():
+        manifest = json.loads(manifest_file.read_text())
+        if (manifest.get("profile"), manifest.get("seed"), manifest.get("version")) == (args.profile, args.seed, VERSION):
+            print(f"{args.out}/ already holds the {args.profile} corpus (seed {args.seed})")
+            return
     start = time.monotonic()
     print(f"building the {args.profile} corpus (seed {args.seed}) into {args.out}/")
     manifest = build(args.profile, args.out, args.seed, args.workers)

@@ -315,12 +315,19 @@ def run_stage(
 ) -> RunResult:
     """Build the model on stage 1's foundation, load earlier stages' outputs, and train `stage` from the feature cache."""
     from avlib.features import FeatureDataset
-    from avlib.foundation import load_foundation_model
 
-    model = load_foundation_model(params, foundation, use_audio=use_audio)
-    for folder in init_from:
-        model.load_trained(folder)
+    model = load_trained_model(params, foundation, init_from, use_audio).train()
     cache = open_cache(params, model, data_root, features)
     dataset = FeatureDataset(stage_examples(data_root, stage), cache)
     cfg = {"pretrain_audio": params.pretrain.audio, "pretrain_vision": params.pretrain.vision, "finetune": params.finetune}[stage]
     return train(model, dataset, stage, cfg, out, seed=params.seed, lora=params.finetune.lora, config=params, **kwargs)
+
+
+def load_trained_model(params, foundation: str | Path, trained: Sequence[str | Path], use_audio: bool = True):
+    """Stage 1's model with the trained parts of later stages loaded in order (later folders override)."""
+    from avlib.foundation import load_foundation_model
+
+    model = load_foundation_model(params, foundation, use_audio=use_audio)
+    for folder in trained:
+        model.load_trained(folder)
+    return model.eval()

@@ -82,6 +82,7 @@ def samples(make_model):
 
 SMALL_PARAMS = {
     "profile": "smoke",
+    "corpus": {"profile": "small", "seed": 1},
     "model": {
         "audio": {"window_seconds": 4.0, "num_audio_tokens": 8},
         "vision": {"num_frames": 4},
@@ -115,7 +116,7 @@ def small_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("small_corpus")
     profile = synth.Profile(train_clips=6, val_clips=2, test_clips=6, speech_clips=4, sound_clips=4, images=4,
                             no_audio_fraction=0.25, long_fraction=0.25)
-    synth.build(profile, out, seed=1, workers=1, progress=False)  # seed 1: each split has long, short and silent clips
+    synth.build(profile, out, seed=1, workers=1, progress=False, name="small")  # seed 1: long, short and silent clips in each split
     return out
 
 

@@ -55,3 +55,32 @@ def test_saved_config_round_trips(tmp_path):
     path = save_config(config, tmp_path / "run")
     assert path.name == "config.yaml"
     assert load_config(ModelConfig, path) == config
+
+
+def test_params_yaml_is_the_tiny_profile():
+    from avlib.config import profile_params
+
+    _, tiny = profile_params("tiny")
+    assert load_params("params.yaml") == tiny
+
+
+@pytest.mark.parametrize("name", ["smoke", "paper"])
+def test_profiles_switch_and_validate(name, tmp_path):
+    from avlib.config import use_profile
+
+    params = use_profile(name, tmp_path / "params.yaml")
+    assert params.profile == name and load_params(tmp_path / "params.yaml") == params
+    if name == "paper":
+        assert params.model.builder == "paper" and params.model.audio.window_seconds == 30.0
+        assert params.model.vision.num_frames == 100 and params.model.audio.num_audio_tokens == 64
+
+
+def test_profile_with_a_typo_is_rejected(tmp_path):
+    from avlib.config import use_profile
+
+    (tmp_path / "tiny.yaml").write_text("# base\nseed: 0\n")
+    (tmp_path / "odd.yaml").write_text("sed: 1\n")
+    with pytest.raises(ConfigError, match=r"profiles/odd.yaml: unknown parameter 'sed'; did you mean 'seed'"):
+        use_profile("odd", tmp_path / "params.yaml", profiles=tmp_path)
+    with pytest.raises(ConfigError, match="unknown profile 'huge'; available: odd, tiny"):
+        use_profile("huge", tmp_path / "params.yaml", profiles=tmp_path)

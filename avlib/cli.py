@@ -1,0 +1,108 @@
+"""The command line: ask a trained model about a video, or answer a benchmark file.
+
+    avlib ask VIDEO "What word does the speaker say?" [--json] [--no-audio] [--model av|vision_only]
+    avlib predict BENCHMARK.json --videos FOLDER --out PREDICTIONS.json [--model av|vision_only]
+
+Both read params.yaml and the pipeline's outputs (checkpoints/foundation, runs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _runs(root: Path, model: str) -> list[Path]:
+    return [root / "pretrain" / "audio" / "final", root / "pretrain" / "vision" / "final", root / "finetune" / model / "final"]
+
+
+def _load(args):
+    from avlib.config import load_params
+    from avlib.train import load_trained_model
+
+    params = load_params(args.params)
+    runs = _runs(Path(args.runs), args.model)
+    missing = [str(r) for r in runs if not (r / "parts.json").is_file()]
+    if missing:
+        raise SystemExit(f"error: no trained model at {', '.join(missing)}; run the study first (make repro)")
+    model = load_trained_model(params, args.foundation, runs, use_audio=args.model == "av")
+    return params, model
+
+
+def ask(args) -> int:
+    from avlib.media import MediaError, load_clip
+
+    params, model = _load(args)
+    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    try:
+        clip = load_clip(args.video, num_frames=params.model.vision.num_frames, frame_size=size)
+    except MediaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    audio = None if args.no_audio else clip.audio
+    videos, audios = model.encode_media([clip.frames], [audio])
+    batch = model.collate([{"question": args.question, "video_features": videos[0], "audio_features": audios[0]}], with_answers=False)
+    (answer,) = model.generate(batch, max_new_tokens=params.evaluate.max_new_tokens, temperature=args.temperature)
+    if args.json:
+        print(json.dumps({"video": str(args.video), "question": args.question, "answer": answer, "model": args.model,
+                          "audio_used": audios[0] is not None, "duration": clip.duration}))
+    else:
+        print(answer)
+    return 0
+
+
+def predict(args) -> int:
+    from avlib.datasets import DataError, MediaDataset, collate_media, read_video_chatgpt
+    from avlib.media import MediaError
+
+    params, model = _load(args)
+    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    try:
+        examples = read_video_chatgpt(args.benchmark, args.videos)
+        records = json.loads(Path(args.benchmark).read_text())
+        dataset = MediaDataset(examples, params.model.vision.num_frames, size)
+        answers = []
+        for start in range(0, len(dataset), params.evaluate.batch_size):
+            items = [dataset[i] for i in range(start, min(start + params.evaluate.batch_size, len(dataset)))]
+            batch = collate_media(items, model, with_answers=False)
+            answers += model.generate(batch, max_new_tokens=params.evaluate.max_new_tokens, temperature=args.temperature)
+    except (MediaError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if all("Q1" in r for r in records):
+        out = [{**r, "pred1": answers[2 * i], "pred2": answers[2 * i + 1]} for i, r in enumerate(records)]
+    else:
+        out = [{**r, "pred": answers[i]} for i, r in enumerate(records)]
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f"{len(out)} predictions written to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avlib", description="Ask the audio-visual LLM about videos.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--foundation", default="checkpoints/foundation")
+    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--model", choices=("av", "vision_only"), default="av")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    commands = parser.add_subparsers(dest="command", required=True)
+    ask_parser = commands.add_parser("ask", help="answer one question about one video")
+    ask_parser.add_argument("video")
+    ask_parser.add_argument("question")
+    ask_parser.add_argument("--json", action="store_true", help="print a JSON object")
+    ask_parser.add_argument("--no-audio", action="store_true", help="hear nothing: the video's audio is left out")
+    predict_parser = commands.add_parser("predict", help="answer a Video-ChatGPT benchmark file")
+    predict_parser.add_argument("benchmark")
+    predict_parser.add_argument("--videos", required=True)
+    predict_parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    return ask(args) if args.command == "ask" else predict(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Stage 5: answers, benchmark files, accuracy by what a question needs, ablations and confidence intervals.
+
+The question the study asks is whether training on audio improves grounding.
+So both models answer the same questions about the same clips, and:
+
+* predictions are written in the official Video-ChatGPT formats
+  ({video_name, Q, A, pred}; consistency {video_name, Q1, Q2, A, pred1, pred2}),
+  so the official scoring scripts read them unchanged;
+* the audio-aware benchmark is scored by what each question needs (audio,
+  visual, audio-visual);
+* the AV model is probed with its audio muted (silence of the same length),
+  its frames blanked (black frames) and its audio swapped between clips;
+* every AV - vision-only difference comes with a paired bootstrap 95 % CI.
+
+Correctness is judged against the reference's facts. The corpus speaks a closed
+vocabulary (colours, shapes, directions, code words, sounds, counts), so an
+answer's facts can be read off its words: it is right when it states every fact
+of the reference and contradicts none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avlib import synth
+
+WORD = re.compile(r"[a-z]+")
+_ATTRIBUTES = {
+    **{c: ("color", c) for c in synth.COLORS},
+    **{b: ("background", b) for b in synth.BACKGROUNDS},
+    **{s: ("shape", s) for s in synth.SHAPES},
+    **{w: ("word", w) for w in synth.WORDS},
+    "left": ("direction", "left"), "right": ("direction", "right"), "up": ("direction", "up"), "down": ("direction", "down"),
+    "top": ("direction", "up"), "bottom": ("direction", "down"),
+    "siren": ("sound", "siren"), "knocking": ("sound", "knocking"), "whistle": ("sound", "whistle"), "hum": ("sound", "hum"),
+    "noise": ("sound", "noise"), "chime": ("sound", "chime"), "beep": ("sound", "beeps"), "beeps": ("sound", "beeps"),
+}
+_NUMBERS = {n: i for i, n in enumerate(synth.NUMBERS)}
+_EVENTS = {"voice", "speaker", "speech", "siren", "knocking", "whistle", "hum", "noise", "chime", "beep", "beeps"}
+
+
+def facts(text: str) -> dict[str, str]:
+    """The closed-vocabulary facts an answer states: {attribute: value}.
+
+    Attributes: color, background, shape, direction, word, sound, count, pitch,
+    silent (the answer says there is no sound), first (which event it names first).
+    A later mention of an attribute does not override the first.
+    """
+    words = WORD.findall(text.lower())
+    out: dict[str, str] = {}
+    for i, w in enumerate(words):
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        if w in _ATTRIBUTES:
+            attribute, value = _ATTRIBUTES[w]
+            out.setdefault(attribute, value)
+        if w in _NUMBERS and (nxt.startswith("beep") or (words[i + 2] if i + 2 < len(words) else "").startswith("beep") or len(words) <= 2):
+            out.setdefault("count", str(_NUMBERS[w]))
+        if w in ("low", "high") and nxt.startswith("beep"):
+            out.setdefault("pitch", w)
+        if w == "no" and nxt in ("sound", "word", "voice", "audio"):
+            out.setdefault("silent", "yes")
+        if w in _EVENTS:
+            out.setdefault("first", "voice" if w in ("voice", "speaker", "speech") else _ATTRIBUTES.get(w, ("", w))[1])
+    return out
+
+
+def is_correct(prediction: str, reference: str, kind: str = "") -> bool:
+    """Right when the prediction states every fact of the reference and contradicts none.
+
+    The "first event" fact counts only for questions about order (kind 'order'),
+    and for others only where the reference names two events.
+    """
+    ref, pred = facts(reference), facts(prediction)
+    if kind != "order":
+        ref.pop("first", None)
+        pred.pop("first", None)
+    if not ref:
+        return _normalise(prediction) == _normalise(reference)
+    if any(pred.get(k) != v for k, v in ref.items()):
+        return False
+    # Claiming silence, or a spoken word, where the reference says otherwise is a contradiction.
+    return not ("silent" in pred and "silent" not in ref)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(WORD.findall(text.lower()))
+
+
+# ------------------------------------------------------------------ inference
+
+
+@torch.no_grad()
+def generate_answers(model, items: Sequence[dict], batch_size: int = 32, max_new_tokens: int = 32,
+                     temperature: float = 0.0, progress: bool = False) -> list[str]:
+    """Answers to feature items (question, video_features, audio_features), greedy by default."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = next(model.llm.parameters()).device
+    answers: list[str] = []
+    for start in tqdm(range(0, len(items), batch_size), disable=not progress, desc="answering"):
+        chunk = [dict(item, answer=None) for item in items[start : start + batch_size]]
+        batch = model.collate(chunk, with_answers=False)
+        batch = {**batch, "input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
+                 "video_features": [None if f is None else f.to(device) for f in batch["video_features"]],
+                 "audio_features": [None if f is None else f.to(device) for f in batch["audio_features"]]}
+        answers += model.generate(batch, max_new_tokens=max_new_tokens, temperature=temperature)
+    return answers
+
+
+# ------------------------------------------------------------------ ablations
+
+ABLATIONS = ("none", "mute_audio", "blank_frames", "swap_audio")
+
+
+@dataclass
+class Neutral:
+    """Encoder features of silence and of black frames, computed once per length."""
+
+    model: object
+    num_frames: int
+    frame_size: int
+
+    def __post_init__(self):
+        self._silence: dict[int, torch.Tensor] = {}
+        self._black: dict[int, torch.Tensor] = {}
+
+    def silence(self, windows: int) -> torch.Tensor:
+        if windows not in self._silence:
+            samples = windows * self.model.audio_encoder.window_samples
+            (features,) = self.model.audio_encoder([torch.zeros(samples)])
+            self._silence[windows] = features.detach()
+        return self._silence[windows]
+
+    def black(self, frames: int) -> torch.Tensor:
+        if frames not in self._black:
+            (features,) = self.model.vision_encoder([torch.zeros(frames, self.frame_size, self.frame_size, 3, dtype=torch.uint8)])
+            self._black[frames] = features.detach()
+        return self._black[frames]
+
+
+def ablate(items: Sequence[dict], ablation: str, neutral: Neutral, seed: int = 0) -> list[dict]:
+    """Feature items with one modality neutralised; token counts are kept, so the prompts do not change."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
+    items = [dict(item) for item in items]
+    if ablation == "mute_audio":
+        per_window = neutral.model.audio_encoder.num_audio_tokens
+        for item in items:
+            if item["audio_features"] is not None:
+                item["audio_features"] = neutral.silence(item["audio_features"].shape[0] // per_window)
+    elif ablation == "blank_frames":
+        patches = neutral.model.vision_encoder.num_patches
+        for item in items:
+            if item["video_features"] is not None:
+                item["video_features"] = neutral.black(item["video_features"].shape[0] - patches)
+    elif ablation == "swap_audio":
+        # Each clip hears another clip's audio with the same window count (a derangement within each group).
+        rng = np.random.default_rng(seed)
+        groups: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            if item["audio_features"] is not None:
+                groups.setdefault(item["audio_features"].shape[0], []).append(i)
+        original = [item["audio_features"] for item in items]
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            shift = int(rng.integers(1, len(members)))
+            order = rng.permutation(members).tolist()
+            for position, index in enumerate(order):
+                items[index]["audio_features"] = original[order[(position + shift) % len(order)]]
+    return items
+
+
+# -------------------------------------------------------------- statistics
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of a - b over paired items, with a percentile bootstrap CI."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired samples must have one equal, non-zero length; got {a.size} and {b.size}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": float(diff.mean()), "ci": [float(low), float(high)], "n": int(diff.size), "resamples": resamples}
+
+
+def accuracy_by(records: Sequence[dict], key: str = "needs", field: str = "correct") -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        groups.setdefault(r[key], []).append(float(r[field]))
+    return {k: float(np.mean(v)) for k, v in sorted(groups.items())}
+
+
+# ------------------------------------------------------------------ the study
+
+VIDEO_CHATGPT_FILES = ("generic_qa", "temporal_qa", "consistency_qa")
+
+
+def feature_items(examples, cache) -> list[dict]:
+    from avlib.features import FeatureDataset
+
+    dataset = FeatureDataset(examples, cache)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def predict_video_chatgpt(model, bench_dir, videos_dir, cache, cfg) -> dict[str, list[dict]]:
+    """Predictions for the three Video-ChatGPT files, in the official formats."""
+    from avlib.datasets import read_video_chatgpt
+
+    out = {}
+    for name in VIDEO_CHATGPT_FILES:
+        path = bench_dir / f"{name}.json"
+        records = json.loads(path.read_text())
+        examples = read_video_chatgpt(path, videos_dir)
+        answers = generate_answers(model, feature_items(examples, cache), cfg.batch_size, cfg.max_new_tokens, cfg.temperature)
+        if name == "consistency_qa":
+            out[name] = [{**r, "pred1": answers[2 * i], "pred2": answers[2 * i + 1]} for i, r in enumerate(records)]
+        else:
+            out[name] = [{**r, "pred": answers[i]} for i, r in enumerate(records)]
+    return out
+
+
+def score_audio_aware(records: list[dict], answers: list[str]) -> list[dict]:
+    return [{**r, "pred": a, "correct": is_correct(a, r["A"], r.get("kind", ""))} for r, a in zip(records, answers)]
+
+
+def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progress: bool = False) -> dict:
+    """Evaluate the AV model and its vision-only twin; write predictions, metrics/study.json's content and a table.
+
+    models: {"av": AVLM, "vision_only": AVLM}. Returns the metrics.
+    """
+    from avlib.datasets import read_audio_aware
+    from avlib.judge import CRITERIA, ReferenceJudge, score_benchmark
+
+    cfg = params.evaluate
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    judge = judge or ReferenceJudge()
+    aware_path = data_root / "benchmarks" / "audio_aware" / "qa.json"
+    aware_records = json.loads(aware_path.read_text())
+    aware_items = feature_items(read_audio_aware(aware_path, data_root / "clips"), cache)
+    metrics: dict = {"judge": judge.name, "items": {"audio_aware": len(aware_records)}}
+
+    scored = {}
+    for name, model in models.items():
+        answers = generate_answers(model, aware_items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
+        scored[name] = score_audio_aware(aware_records, answers)
+        (out_dir / f"audio_aware_{name}.json").write_text(json.dumps(scored[name], indent=1))
+    needs = sorted({r["needs"] for r in aware_records})
+    aware = {name: accuracy_by(records) for name, records in scored.items()}
+    aware["difference"] = {
+        n: paired_bootstrap([r["correct"] for r in scored["av"] if r["needs"] == n],
+                            [r["correct"] for r in scored["vision_only"] if r["needs"] == n],
+                            cfg.bootstrap_resamples, params.seed)
+        for n in needs
+    }
+    neutral = Neutral(models["av"], params.model.vision.num_frames, cache.spec.frame_size)
+    ablations = {}
+    for ablation in ABLATIONS[1:]:
+        answers = generate_answers(models["av"], ablate(aware_items, ablation, neutral, params.seed), cfg.batch_size,
+                                   cfg.max_new_tokens, cfg.temperature, progress)
+        records = score_audio_aware(aware_records, answers)
+        accuracy = accuracy_by(records)
+        ablations[ablation] = {"accuracy": accuracy,
+                               "delta": {n: accuracy[n] - aware["av"][n] for n in needs},
+                               "delta_ci": {n: paired_bootstrap([r["correct"] for r in records if r["needs"] == n],
+                                                                [r["correct"] for r in scored["av"] if r["needs"] == n],
+                                                                cfg.bootstrap_resamples, params.seed)["ci"] for n in needs}}
+    aware["ablations"] = ablations
+    metrics["audio_aware"] = aware
+
+    bench_dir = data_root / "benchmarks" / "video_chatgpt"
+    judged = {}
+    for name, model in models.items():
+        predictions = predict_video_chatgpt(model, bench_dir, data_root / "clips", cache, cfg)
+        for file, records in predictions.items():
+            (out_dir / f"video_chatgpt_{name}_{file}.json").write_text(json.dumps(records, indent=1))
+        judged[name] = score_benchmark(judge, predictions, progress)
+    chat = {}
+    for name, scores in judged.items():
+        chat[name] = {c: float(np.mean([s for s in scores[c] if s is not None])) if any(s is not None for s in scores[c]) else None
+                      for c in CRITERIA}
+    chat["difference"] = {}
+    for c in CRITERIA:
+        pairs = [(a, b) for a, b in zip(judged["av"][c], judged["vision_only"][c]) if a is not None and b is not None]
+        if pairs:
+            chat["difference"][c] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs], cfg.bootstrap_resamples, params.seed)
+    metrics["video_chatgpt"] = chat
+    metrics["items"]["video_chatgpt"] = {f: len(json.loads((bench_dir / f"{f}.json").read_text())) for f in VIDEO_CHATGPT_FILES}
+    if hasattr(judge, "stats"):
+        metrics["judge_stats"] = {k: v for k, v in vars(judge.stats).items() if k != "failed_items"}
+    (out_dir / "results.md").write_text(results_table(metrics))
+    return metrics
+
+
+def results_table(metrics: dict) -> str:
+    """The study's results as markdown."""
+    aware, chat = metrics["audio_aware"], metrics["video_chatgpt"]
+    lines = ["### Audio-aware benchmark: accuracy by what the question needs", "",
+             "| needs | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
+    for n, diff in aware["difference"].items():
+        lines.append(f"| {n} | {aware['av'][n]:.3f} | {aware['vision_only'][n]:.3f} | "
+                     f"{diff['mean']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] |")
+    lines += ["", "### Ablations of the audio-visual model (change in accuracy)", "",
+              "| ablation | " + " | ".join(aware["difference"]) + " |", "|---|" + "---|" * len(aware["difference"])]
+    for ablation, values in aware["ablations"].items():
+        lines.append(f"| {ablation.replace('_', ' ')} | " + " | ".join(f"{values['delta'][n]:+.3f}" for n in aware["difference"]) + " |")
+    lines += ["", f"### Video-ChatGPT benchmark, five criteria (0-5, judge: {metrics['judge']})", "",
+              "| criterion | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
+    for c, diff in chat["difference"].items():
+        lines.append(f"| {c} | {chat['av'][c]:.2f} | {chat['vision_only'][c]:.2f} | "
+                     f"{diff['mean']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}] |")
+    return "\n".join(lines) + "\n"

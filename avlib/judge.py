@@ -1,0 +1,279 @@
+"""Judges for the five Video-ChatGPT criteria: a chat model, or an offline reference judge.
+
+Video-ChatGPT's benchmark scores a prediction 0-5 on five criteria:
+
+    correctness   generic questions: is what the answer states true?
+    detail        generic questions: how much of what matters does it cover?
+    context       generic questions: does it fit the video as a whole?
+    temporal      temporal questions: does it get the order of events right?
+    consistency   consistency pairs: do two phrasings of a question get the same, right answer?
+
+`ChatJudge` asks any OpenAI-compatible chat endpoint (hosted, or a local
+server), with the model pinned and temperature 0, using prompts written for
+this project. Raw replies are cached on disk under a key of (model, prompt), so
+a rerun costs nothing and an interrupted run resumes where it stopped. Errors
+the service may recover from (429, 5xx, timeouts, dropped connections) are
+retried with exponential backoff; a reply without a usable score is retried,
+then counted as a failure, never a crash. Tokens and cost are counted. The API
+key is read from the environment only and is written nowhere.
+
+`ReferenceJudge` is offline and deterministic: it maps the facts an answer
+states (avlib.evaluate.facts) against the reference's facts to 0-5, as
+documented on each method. Its scores are labelled as its own and are never
+mixed with a chat model's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avlib.evaluate import facts
+
+CRITERIA = ("correctness", "detail", "context", "temporal", "consistency")
+# Which benchmark file each criterion is scored on.
+CRITERION_FILE = {"correctness": "generic_qa", "detail": "generic_qa", "context": "generic_qa",
+                  "temporal": "temporal_qa", "consistency": "consistency_qa"}
+
+
+class JudgeError(RuntimeError):
+    """A judge cannot run as configured (no key, endpoint refuses the key, unknown criterion)."""
+
+
+# ------------------------------------------------------------ reference judge
+
+
+def _content(text: str) -> dict[str, str]:
+    out = facts(text)
+    out.pop("first", None)
+    return out
+
+
+class ReferenceJudge:
+    """Offline, deterministic scores from closed-vocabulary facts. Its label: 'reference'."""
+
+    name = "reference"
+
+    def score(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None = None) -> float:
+        if criterion not in CRITERIA:
+            raise JudgeError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+        reference, stated = _content(answer), _content(prediction)
+        right = sum(stated.get(k) == v for k, v in reference.items())
+        precision = right / len(stated) if stated else 0.0  # every fact it states, judged
+        recall = right / len(reference) if reference else float(stated == reference)
+        if criterion == "correctness":  # 5 x the share of stated facts that are true
+            return 5 * precision
+        if criterion == "detail":  # 5 x the share of the reference's facts that are stated
+            return 5 * recall
+        if criterion == "context":  # 5 x the harmonic mean of the two
+            return 5 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        if criterion == "temporal":  # 5 x recall, halved when the first event named differs
+            first_ref, first_pred = facts(answer).get("first"), facts(prediction).get("first")
+            return 5 * recall * (1.0 if first_ref == first_pred else 0.5)
+        # consistency: 5 x mean recall of both answers x the share of facts on which the two agree
+        if prediction2 is None:
+            raise JudgeError("consistency needs both predictions of a pair")
+        second = _content(prediction2)
+        recall2 = sum(second.get(k) == v for k, v in reference.items()) / len(reference) if reference else float(second == reference)
+        agree = sum(stated.get(k) == second.get(k) for k in reference) / len(reference) if reference else float(stated == second)
+        return 5 * (recall + recall2) / 2 * agree
+
+
+# ----------------------------------------------------------------- chat judge
+
+SYSTEM_PROMPT = (
+    "You grade answers that a video assistant gave about short videos. You see the question, a reference "
+    "answer written by someone who watched and listened to the video, and the assistant's answer. Judge only "
+    "the aspect you are asked about. Reply with JSON only, of the form {\"score\": N, \"reason\": \"...\"}, "
+    "where N is an integer from 0 (worst) to 5 (best)."
+)
+CRITERION_PROMPTS = {
+    "correctness": "Aspect: correctness. Is everything the assistant states consistent with the reference? "
+                   "Penalise any claim the reference contradicts, including made-up sounds, words or objects.",
+    "detail": "Aspect: detail. How completely does the assistant cover what the reference says matters "
+              "(what is seen and what is heard)? Missing facts lower the score; style does not matter.",
+    "context": "Aspect: contextual understanding. Does the answer fit the video as a whole, as the reference "
+               "describes it, rather than fragments or generic statements?",
+    "temporal": "Aspect: temporal understanding. Does the assistant get the order of events right, as the "
+                "reference gives it? An answer with the right events in the wrong order scores low.",
+    "consistency": "Aspect: consistency. The same question was asked in two phrasings. Are both answers correct "
+                   "with respect to the reference, and do they agree with each other?",
+}
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class JudgeStats:
+    requests: int = 0  # HTTP requests sent, retries included
+    cached: int = 0  # scores answered from the cache
+    failures: int = 0  # items without a usable score after every retry
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0  # in the currency of the prices given
+    failed_items: list[str] = field(default_factory=list)
+
+
+def parse_score(reply: str) -> int | None:
+    """The 0-5 integer score in a reply: JSON {"score": N} preferred, else a lone 'score: N'."""
+    try:
+        data = json.loads(reply.strip().removeprefix("```json").removeprefix("```").removesuffix("```"))
+        value = data.get("score") if isinstance(data, dict) else None
+    except json.JSONDecodeError:
+        match = re.search(r"score\"?\s*[:=]\s*(\d+)", reply, re.IGNORECASE)
+        value = int(match.group(1)) if match else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 5 or value != int(value):
+        return None
+    return int(value)
+
+
+class ChatJudge:
+    """Scores from an OpenAI-compatible chat endpoint, cached, retried and accounted for."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        cache_dir: str | Path,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        price_per_1k_prompt: float = 0.0,
+        price_per_1k_completion: float = 0.0,
+        sleep=time.sleep,
+    ):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.name = f"chat:{model}"
+        self.cache = Path(cache_dir)
+        self.api_key_env = api_key_env
+        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        self.prices = (price_per_1k_prompt, price_per_1k_completion)
+        self.sleep = sleep
+        self.stats = JudgeStats()
+
+    # -- prompts and cache
+
+    def messages(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None) -> list[dict]:
+        if criterion not in CRITERIA:
+            raise JudgeError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+        if criterion == "consistency":
+            body = (f"Question, first phrasing: {question}\nReference answer: {answer}\n"
+                    f"Assistant's answer to the first phrasing: {prediction}\nAssistant's answer to the second phrasing: {prediction2}")
+        else:
+            body = f"Question: {question}\nReference answer: {answer}\nAssistant's answer: {prediction}"
+        return [{"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": f"{CRITERION_PROMPTS[criterion]}\n\n{body}"}]
+
+    def _key(self, messages: list[dict]) -> str:
+        return hashlib.sha256(json.dumps({"model": self.model, "messages": messages}, sort_keys=True).encode()).hexdigest()
+
+    def _cache_path(self, key: str) -> Path:
+        return self.cache / key[:2] / f"{key}.json"
+
+    # -- requests
+
+    def _post(self, messages: list[dict]) -> dict:
+        """One request; raises _Retry for what may pass, JudgeError for what will not."""
+        key = os.environ.get(self.api_key_env, "")
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0}).encode()
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        self.stats.requests += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as err:
+            if err.code in RETRY_STATUS:
+                retry_after = err.headers.get("Retry-After") if err.headers else None
+                raise _Retry(f"HTTP {err.code}", float(retry_after) if retry_after and retry_after.isdigit() else None) from None
+            if err.code in (401, 403):
+                raise JudgeError(f"{self.url} refused the key (HTTP {err.code}); set ${self.api_key_env} to a valid key") from None
+            raise JudgeError(f"{self.url} answered HTTP {err.code}: {err.reason}") from None
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError) as err:
+            raise _Retry(f"connection: {type(err).__name__}", None) from None
+        except json.JSONDecodeError:
+            raise _Retry("reply was not JSON", None) from None
+
+    def _reply(self, messages: list[dict]) -> str | None:
+        """The reply text with a usable score, from the cache or the endpoint; None after every retry failed."""
+        key = self._key(messages)
+        path = self._cache_path(key)
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if parse_score(cached["reply"]) is not None:
+                self.stats.cached += 1
+                return cached["reply"]
+        last_reply = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                data = self._post(messages)
+            except _Retry as retry:
+                if retry.after:
+                    self.sleep(retry.after)
+                continue
+            try:
+                reply = data["choices"][0]["message"]["content"] or ""
+            except (KeyError, IndexError, TypeError):
+                continue
+            usage = data.get("usage") or {}
+            self.stats.prompt_tokens += int(usage.get("prompt_tokens", 0))
+            self.stats.completion_tokens += int(usage.get("completion_tokens", 0))
+            self.stats.cost += (usage.get("prompt_tokens", 0) * self.prices[0] + usage.get("completion_tokens", 0) * self.prices[1]) / 1000
+            last_reply = reply
+            self._store(path, {"model": self.model, "messages": messages, "reply": reply, "usage": usage})
+            if parse_score(reply) is not None:
+                return reply
+        return None if last_reply is None or parse_score(last_reply) is None else last_reply
+
+    def _store(self, path: Path, record: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    def score(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None = None) -> float | None:
+        """0-5, or None (counted in stats.failures) when no usable reply came."""
+        messages = self.messages(criterion, question, answer, prediction, prediction2)
+        reply = self._reply(messages)
+        if reply is None:
+            self.stats.failures += 1
+            self.stats.failed_items.append(f"{criterion}: {question[:60]}")
+            return None
+        return float(parse_score(reply))
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, after: float | None):
+        super().__init__(reason)
+        self.after = after
+
+
+def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = False) -> dict[str, list[float | None]]:
+    """Per-item scores for each criterion; predictions maps a benchmark file stem to its prediction records."""
+    from tqdm.auto import tqdm
+
+    scores: dict[str, list[float | None]] = {}
+    for criterion in CRITERIA:
+        records = predictions[CRITERION_FILE[criterion]]
+        out = []
+        for r in tqdm(records, desc=f"judge {criterion}", disable=not progress):
+            if criterion == "consistency":
+                out.append(judge.score(criterion, r["Q1"], r["A"], r["pred1"], r["pred2"]))
+            else:
+                out.append(judge.score(criterion, r["Q"], r["A"], r["pred"]))
+        scores[criterion] = out
+    return scores

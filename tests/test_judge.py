@@ -1,0 +1,183 @@
+"""The judges. ChatJudge is tested against a real HTTP server on loopback that speaks the chat API."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from avlib.judge import CRITERIA, ChatJudge, JudgeError, ReferenceJudge, parse_score, score_benchmark
+
+# ------------------------------------------------------------------ reference
+
+REF = "A red circle moves to the left on a navy background. A voice says \"apple\", then three high beeps."
+
+
+@pytest.mark.parametrize(
+    "criterion, prediction, expected",
+    [
+        ("correctness", REF, 5.0),
+        ("correctness", "A red circle moves to the left.", 5.0),  # all it states is true
+        ("correctness", "A blue circle moves to the left.", 5 * 2 / 3),  # one of its three facts is wrong
+        ("correctness", "Something happens.", 0.0),  # states nothing checkable
+        ("detail", "A red circle moves to the left.", 5 * 3 / 8),
+        ("detail", REF, 5.0),
+        ("context", "A red circle moves to the left.", 5 * 2 * 1 * (3 / 8) / (1 + 3 / 8)),
+    ],
+)
+def test_reference_judge_mapping(criterion, prediction, expected):
+    assert ReferenceJudge().score(criterion, "Describe the video.", REF, prediction) == pytest.approx(expected)
+
+
+def test_reference_judge_temporal_and_consistency():
+    judge = ReferenceJudge()
+    answer = "First the voice says \"apple\", then a siren."
+    assert judge.score("temporal", "q", answer, "First the voice says apple, then a siren.") == 5.0
+    assert judge.score("temporal", "q", answer, "First a siren, then the voice says apple.") == 2.5
+    assert judge.score("consistency", "q", "The speaker says \"tiger\".", "Tiger.", "The word is tiger.") == 5.0
+    assert judge.score("consistency", "q", "The speaker says \"tiger\".", "Tiger.", "Apple.") == 2.5 * 0
+    with pytest.raises(JudgeError, match="both predictions"):
+        judge.score("consistency", "q", "a", "b")
+    with pytest.raises(JudgeError, match="unknown criterion"):
+        judge.score("beauty", "q", "a", "b")
+
+
+@pytest.mark.parametrize(
+    "reply, score",
+    [('{"score": 4, "reason": "ok"}', 4), ('```json\n{"score": 0}\n```', 0), ("score: 3", 3),
+     ('{"score": 7}', None), ('{"score": 2.5}', None), ("I would say good", None), ('{"reason": "x"}', None)],
+)
+def test_parse_score(reply, score):
+    assert parse_score(reply) == score
+
+
+# ------------------------------------------------------------------ loopback
+
+
+class ChatServer:
+    """A scripted OpenAI-compatible chat endpoint on 127.0.0.1: each request takes the next behaviour."""
+
+    def __init__(self, script=()):
+        self.script = list(script)
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                    behaviour = server.script.pop(0) if server.script else "ok"
+                if behaviour == "drop":
+                    self.connection.shutdown(2)  # close without a response
+                    return
+                if behaviour == "slow":
+                    time.sleep(0.5)
+                if behaviour in ("429", "500", "401"):
+                    self.send_response(int(behaviour))
+                    if behaviour == "429":
+                        self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    return
+                content = "not a score at all" if behaviour == "malformed" else json.dumps({"score": 4, "reason": "fine"})
+                if behaviour == "garbage":
+                    payload = b"{this is not json"
+                else:
+                    payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
+                                          "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _judge(server, tmp_path, **kwargs):
+    options = dict(timeout=0.3, max_retries=3, backoff=0.0, price_per_1k_prompt=0.5, price_per_1k_completion=1.5)
+    return ChatJudge(server.url, "judge-model-1", tmp_path / "cache", api_key_env="AVG_TEST_KEY", **{**options, **kwargs})
+
+
+def test_scores_are_cached_and_accounted(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVG_TEST_KEY", "sk-secret-123")
+    with ChatServer() as server:
+        judge = _judge(server, tmp_path)
+        assert judge.score("correctness", "q", "a", "p") == 4.0
+        assert server.requests[0]["body"]["temperature"] == 0 and server.requests[0]["body"]["model"] == "judge-model-1"
+        assert server.requests[0]["auth"] == "Bearer sk-secret-123"
+        assert judge.stats.prompt_tokens == 100 and judge.stats.completion_tokens == 10
+        assert judge.stats.cost == pytest.approx((100 * 0.5 + 10 * 1.5) / 1000)
+        again = _judge(server, tmp_path)
+        assert again.score("correctness", "q", "a", "p") == 4.0 and again.stats.cached == 1
+        assert len(server.requests) == 1  # the rerun asked nothing
+    cached = "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+    assert "sk-secret-123" not in cached  # the key reaches no file
+
+
+@pytest.mark.parametrize("trouble", ["slow", "429", "500", "drop", "garbage"])
+def test_transient_trouble_is_retried(tmp_path, trouble):
+    with ChatServer([trouble, trouble]) as server:
+        judge = _judge(server, tmp_path)
+        assert judge.score("detail", "q", "a", "p") == 4.0
+        assert judge.stats.requests == 3 and judge.stats.failures == 0
+
+
+def test_malformed_replies_are_retried_then_counted_not_raised(tmp_path):
+    with ChatServer(["malformed", "ok"]) as server:
+        assert _judge(server, tmp_path).score("context", "q", "a", "p") == 4.0
+    with ChatServer(["malformed"] * 10) as server:
+        judge = _judge(server, tmp_path)
+        assert judge.score("temporal", "q2", "a", "p") is None
+        assert judge.stats.failures == 1 and judge.stats.requests == 4 and judge.stats.failed_items
+
+
+def test_a_refused_key_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVG_TEST_KEY", "sk-wrong")
+    with ChatServer(["401"]) as server:
+        with pytest.raises(JudgeError, match=r"refused the key \(HTTP 401\); set \$AVG_TEST_KEY") as err:
+            _judge(server, tmp_path).score("correctness", "q", "a", "p")
+        assert "sk-wrong" not in str(err.value)
+
+
+def test_a_killed_run_resumes_and_asks_nothing_twice(tmp_path):
+    predictions = {
+        "generic_qa": [{"Q": f"q{i}", "A": "a", "pred": "p", "video_name": f"v{i}"} for i in range(3)],
+        "temporal_qa": [{"Q": f"t{i}", "A": "a", "pred": "p", "video_name": f"v{i}"} for i in range(3)],
+        "consistency_qa": [{"Q1": f"c{i}", "Q2": "x", "A": "a", "pred1": "p", "pred2": "p", "video_name": f"v{i}"} for i in range(3)],
+    }
+    total = 3 * len(CRITERIA)
+    with ChatServer() as server:
+        judge = _judge(server, tmp_path)
+        asked = []
+
+        def kill_after_seven(*args, **kwargs):
+            if len(asked) == 7:
+                raise KeyboardInterrupt  # the run is killed half-way
+            asked.append(args)
+            return ChatJudge.score(judge, *args, **kwargs)
+
+        judge.score = kill_after_seven
+        with pytest.raises(KeyboardInterrupt):
+            score_benchmark(judge, predictions)
+        assert len(server.requests) == 7
+        resumed = _judge(server, tmp_path)
+        scores = score_benchmark(resumed, predictions)
+        assert len(server.requests) == total  # the 8 left, nothing twice
+        assert resumed.stats.cached == 7
+        assert all(s == 4.0 for values in scores.values() for s in values)

@@ -1,0 +1,110 @@
+"""The whole study, end to end, on the smoke profile: `dvc repro` in a copy of the repository."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+
+
+def sh(*command, cwd, check=True):
+    return subprocess.run(command, cwd=cwd, env=ENV, check=check, capture_output=True, text=True, timeout=1800)
+
+
+def _copy_repository(target: Path) -> None:
+    files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).stdout.split()
+    for name in files:
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    sh("git", "init", "-q", cwd=target)
+    sh("git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "add", "-A", cwd=target)
+    sh("git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm", "copy", cwd=target)
+
+
+def _finite(value) -> bool:
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("smoke") / "repo"
+    repo.mkdir()
+    _copy_repository(repo)
+    sh(sys.executable, "-m", "avlib.config", "use", "smoke", cwd=repo)
+    sh(sys.executable, "-m", "avlib.synth", "--params", "params.yaml", "--out", "data", cwd=repo)
+    result = sh(str(BIN / "dvc"), "repro", cwd=repo, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return repo
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_produces_the_study(smoke_repo):
+    for path in ("checkpoints/foundation/manifest.json", "runs/pretrain/audio/final/parts.json",
+                 "runs/finetune/av/final/parts.json", "runs/finetune/vision_only/final/parts.json",
+                 "reports/figures/accuracy_by_needs.png", "reports/predictions/video_chatgpt_av_consistency_qa.json",
+                 "reports/notebooks/04_evaluate.html", "reports/notebooks/03_finetune_vision_only.ipynb"):
+        assert (smoke_repo / path).is_file(), path
+    study = json.loads((smoke_repo / "metrics" / "study.json").read_text())
+    assert _finite(study) and set(study["audio_aware"]["difference"]) == {"audio", "visual", "audio-visual"}
+    consistency = json.loads((smoke_repo / "reports/predictions/video_chatgpt_av_consistency_qa.json").read_text())
+    assert set(consistency[0]) == {"video_name", "Q1", "Q2", "A", "pred1", "pred2"}
+    shown = sh(str(BIN / "dvc"), "metrics", "show", cwd=smoke_repo).stdout
+    assert "metrics/study.json" in shown
+
+
+@pytest.mark.slow
+def test_a_second_repro_reruns_nothing_and_an_evaluation_param_reruns_only_evaluation(smoke_repo):
+    assert "Data and pipelines are up to date" in sh(str(BIN / "dvc"), "status", cwd=smoke_repo).stdout
+    params = (smoke_repo / "params.yaml").read_text()
+    (smoke_repo / "params.yaml").write_text(params.replace("bootstrap_resamples: 500", "bootstrap_resamples: 400"))
+    try:
+        status = sh(str(BIN / "dvc"), "status", "--json", cwd=smoke_repo).stdout
+        assert set(json.loads(status)) == {"evaluate"}
+    finally:
+        (smoke_repo / "params.yaml").write_text(params)
+
+
+@pytest.mark.slow
+def test_the_cli_answers_questions_about_a_video(smoke_repo):
+    video = next((smoke_repo / "data" / "clips").glob("test_*.mp4"))
+    result = sh(sys.executable, "-m", "avlib", "ask", str(video), "What word does the speaker say?", "--json", cwd=smoke_repo)
+    answer = json.loads(result.stdout)
+    assert answer["question"] == "What word does the speaker say?" and isinstance(answer["answer"], str)
+    quiet = json.loads(sh(sys.executable, "-m", "avlib", "ask", str(video), "What?", "--json", "--no-audio", cwd=smoke_repo).stdout)
+    assert quiet["audio_used"] is False
+    (smoke_repo / "broken.mp4").write_text("not a video")
+    bad = sh(sys.executable, "-m", "avlib", "ask", "broken.mp4", "What?", cwd=smoke_repo, check=False)
+    assert bad.returncode != 0 and "broken.mp4" in bad.stderr and "Traceback" not in bad.stderr
+    out = smoke_repo / "predictions.json"
+    sh(sys.executable, "-m", "avlib", "predict", "data/benchmarks/video_chatgpt/temporal_qa.json", "--videos", "data/clips",
+       "--out", str(out), cwd=smoke_repo)
+    assert set(json.loads(out.read_text())[0]) == {"Q", "A", "video_name", "pred"}
+
+
+@pytest.mark.slow
+def test_data_and_outputs_round_trip_through_a_dvc_remote(smoke_repo, tmp_path):
+    remote = tmp_path / "remote"
+    sh(str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote), cwd=smoke_repo)
+    sh("git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "add", "-A", cwd=smoke_repo)
+    sh("git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm", "smoke run", cwd=smoke_repo)
+    sh(str(BIN / "dvc"), "push", cwd=smoke_repo)
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(smoke_repo), str(clone), cwd=tmp_path)
+    sh(str(BIN / "dvc"), "pull", cwd=clone)
+    assert (clone / "runs" / "finetune" / "av" / "final" / "parts.json").is_file()
+    status = sh(str(BIN / "dvc"), "status", cwd=clone).stdout
+    assert "Data and pipelines are up to date" in status  # nothing to recompute

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Execute a stage notebook with papermill and render it to HTML.
+#   tools/run_notebook.sh NOTEBOOK OUTPUT_NAME [papermill -p NAME VALUE ...]
+# The executed copy and its HTML go to reports/notebooks/. A failing cell makes
+# papermill exit non-zero (so DVC stops), and the executed copy shows that cell.
+set -euo pipefail
+notebook=$1
+name=$2
+shift 2
+out=reports/notebooks
+mkdir -p "$out"
+status=0
+python -m papermill "notebooks/$notebook.ipynb" "$out/$name.ipynb" -k python3 --cwd . --log-output --no-progress-bar "$@" || status=$?
+python -m nbconvert --to html --log-level WARN "$out/$name.ipynb" --output "$name" --output-dir "$out" || true
+exit $status
