@@ -1,0 +1,25 @@
+"""The benchmark scripts run (tiny configurations), so what they print can be trusted to be computed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600, check=True).stdout
+
+
+@pytest.mark.slow
+def test_gpu_lora_step_runs_tiny_on_cpu():
+    out = run(BENCHMARKS / "gpu_lora_step.py", "--tiny", "--max-batch", "2", "--steps", "1")
+    assert "batch 1:" in out and "tokens/s" in out and "largest batch that fit: 2" in out
+
+
+@pytest.mark.slow
+def test_media_decode_benchmark_prints_its_ratio():
+    out = run(BENCHMARKS / "media_decode.py", "--repeats", "1", "--size", "160x120")
+    assert "speedup vs decode all, convert 8:" in out
