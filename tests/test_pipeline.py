@@ -52,6 +52,7 @@ def smoke_repo(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_smoke_pipeline_produces_the_study(smoke_repo):
     for path in ("checkpoints/foundation/manifest.json", "runs/pretrain/audio/final/parts.json",
                  "runs/finetune/av/final/parts.json", "runs/finetune/vision_only/final/parts.json",
@@ -67,6 +68,7 @@ def test_smoke_pipeline_produces_the_study(smoke_repo):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_a_second_repro_reruns_nothing_and_an_evaluation_param_reruns_only_evaluation(smoke_repo):
     assert "Data and pipelines are up to date" in sh(str(BIN / "dvc"), "status", cwd=smoke_repo).stdout
     params = (smoke_repo / "params.yaml").read_text()
@@ -79,6 +81,7 @@ def test_a_second_repro_reruns_nothing_and_an_evaluation_param_reruns_only_evalu
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_cli_answers_questions_about_a_video(smoke_repo):
     video = next((smoke_repo / "data" / "clips").glob("test_*.mp4"))
     result = sh(sys.executable, "-m", "avlib", "ask", str(video), "What word does the speaker say?", "--json", cwd=smoke_repo)
@@ -96,6 +99,7 @@ def test_the_cli_answers_questions_about_a_video(smoke_repo):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_data_and_outputs_round_trip_through_a_dvc_remote(smoke_repo, tmp_path):
     remote = tmp_path / "remote"
     sh(str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote), cwd=smoke_repo)
