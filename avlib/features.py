@@ -241,9 +241,17 @@ class FeatureDataset(Dataset):
 
 
 def corpus_media(data_root: str | Path) -> list[Path]:
-    """Every media file the study reads from a synthetic (or prepared) corpus."""
+    """Every media file the study reads: those its splits and benchmarks name (synthetic or prepared)."""
+    from avlib.datasets import CORPUS_SPLITS, find_video, read_corpus_split
+
     root = Path(data_root)
-    return sorted({*(root / "clips").glob("*.mp4"), *(root / "audio").glob("*.flac"), *(root / "images").glob("*.png")})
+    media = {e.media for name in CORPUS_SPLITS if (root / "splits" / f"{name}.json").is_file()
+             for e in read_corpus_split(root, name)}
+    for bench in sorted((root / "benchmarks").rglob("*.json")):
+        if bench.name == "videos.json":
+            continue
+        media |= {find_video(root / "clips", r["video_name"]) for r in json.loads(bench.read_text()) if "video_name" in r}
+    return sorted(media)
 
 
 def main(argv: list[str] | None = None) -> None:

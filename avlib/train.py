@@ -331,3 +331,31 @@ def load_trained_model(params, foundation: str | Path, trained: Sequence[str | P
     for folder in trained:
         model.load_trained(folder)
     return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one stage as its own process(es): what a notebook launches for several GPUs.
+
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m avlib.train --stage finetune --variant av
+    """
+    import argparse
+
+    from avlib.config import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m avlib.train", description=main.__doc__)
+    parser.add_argument("--stage", required=True, choices=sorted(STAGE_SPLITS))
+    parser.add_argument("--variant", choices=("av", "vision_only"), default="av")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--foundation", default="checkpoints/foundation")
+    parser.add_argument("--features", default="features")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--init-from", nargs="*", default=[])
+    args = parser.parse_args(argv)
+    result = run_stage(load_params(args.params), args.stage, args.data, args.foundation, args.features, args.out,
+                       use_audio=args.variant == "av", init_from=args.init_from)
+    print(json.dumps({"stage": args.stage, "variant": args.variant, "final_loss": result.final_loss, "seconds": result.seconds}))
+
+
+if __name__ == "__main__":
+    main()

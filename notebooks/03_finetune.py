@@ -30,6 +30,7 @@ foundation_dir = "checkpoints/foundation"  # stage 1's models
 features_dir = "features"  # stage 1's feature cache
 pretrain_dir = "runs/pretrain"  # stage 2's projectors
 out_dir = "runs/finetune"  # <variant>/ lands here
+launch = ""  # "": train in this kernel; an accelerate config (configs/accelerate/ddp.yaml): launch processes
 
 # %%
 from pathlib import Path
@@ -84,10 +85,25 @@ del model
 # %% [markdown]
 # ## Train
 
+#
+# In this kernel by default. With `launch` set to an accelerate configuration, the same function
+# runs as separate processes (one per GPU); this notebook waits for them and stays the record.
+
 # %%
-result = run_stage(params, "finetune", data_dir, foundation_dir, features_dir, Path(out_dir) / variant,
-                   use_audio=use_audio, init_from=pretrained)
-print(f"{variant}: final loss {result.final_loss:.3f}, {result.samples_per_second:.0f} samples/s, {result.seconds:.0f} s")
+if launch:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launch, "-m", "avlib.train",
+               "--stage", "finetune", "--variant", variant, "--params", params_file, "--data", data_dir,
+               "--foundation", foundation_dir, "--features", features_dir, "--out", str(Path(out_dir) / variant),
+               "--init-from", *map(str, pretrained)]
+    print(" ".join(command))
+    subprocess.run(command, check=True)
+else:
+    result = run_stage(params, "finetune", data_dir, foundation_dir, features_dir, Path(out_dir) / variant,
+                       use_audio=use_audio, init_from=pretrained)
+    print(f"{variant}: final loss {result.final_loss:.3f}, {result.samples_per_second:.0f} samples/s, {result.seconds:.0f} s")
 
 # %%
 curve = pd.read_csv(Path(out_dir) / variant / "dvclive" / "plots" / "metrics" / "loss.tsv", sep="\t")

@@ -11,7 +11,7 @@ from avlib.vision_encoder import register_open_clip_config
 
 
 def test_missing_corpus_says_how_to_get_it(tmp_path):
-    with pytest.raises(fd.MissingData, match=r"python -m avlib.synth --profile tiny --out .*dvc pull"):
+    with pytest.raises(fd.MissingData, match=r"python -m avlib.synth --profile tiny --seed 0 --out .*dvc pull"):
         fd.require_corpus(tmp_path)
 
 
@@ -82,3 +82,12 @@ def test_siglip_recall_counts_exact_caption_matches():
     texts = torch.tensor([[0], [1], [2], [1]])
     scores = fd.evaluate_siglip(Perfect(), lambda x: x, images, captions, texts)
     assert scores["recall_at_1"] == 1.0 and scores["candidates"] == 3
+
+
+def test_a_corpus_of_another_profile_is_refused(small_corpus, small_params):
+    import dataclasses
+
+    other = dataclasses.replace(small_params.corpus, profile="tiny", seed=0)
+    with pytest.raises(fd.MissingData, match=r"holds the small corpus \(seed 1\), but params.yaml asks for tiny \(seed 0\)"):
+        fd.require_corpus(small_corpus, other)
+    assert fd.require_corpus(small_corpus, small_params.corpus) == small_corpus

@@ -1,0 +1,257 @@
+"""Real data for the paper profile: lay out downloaded sources as the corpus the study reads.
+
+    python -m avlib.prepare SOURCE --src DOWNLOADED_FOLDER --out data/paper [--limit N] [--seed S] [--on-missing stop|skip]
+    python -m avlib.prepare cost --data data/paper [--params params.yaml] [--tokens-per-second N]
+
+Each source writes the records the synthetic corpus uses (data/paper/splits/*.json and
+benchmarks/), and links its media under data/paper/media/ so the feature cache can name them
+relative to the data folder. Where to get each (licences as their authors state them):
+
+| source | where | licence | expected layout under --src |
+|---|---|---|---|
+| librispeech | openslr.org/12 (train-clean-100, -360) | CC BY 4.0 | SPEAKER/CHAPTER/*.trans.txt + *.flac |
+| clotho | zenodo, Clotho v2.1 | audio: Freesound licences; captions: Tampere University licence | clotho_captions_*.csv + the audio folder beside it |
+| audiocaps | github.com/cdjkim/audiocaps (CSV); audio from YouTube, fetched by the user | CSV: MIT | train.csv (+ val/test) + audio/{youtube_id}_{start_time}.wav |
+| videoinstruct | Video-ChatGPT's VideoInstruct-100K JSON + ActivityNet videos | CC BY 4.0 (JSON); videos: ActivityNet terms | VideoInstruct100K.json + videos/ |
+| video-chatgpt | Video-ChatGPT's quantitative evaluation QA files + its test videos | CC BY 4.0 | generic_qa.json, temporal_qa.json, consistency_qa.json + videos/ |
+| activitynet-qa | github.com/MILVLG/activitynet-qa | Apache 2.0 (QA); videos: ActivityNet terms | test_q.json, test_a.json + videos/ |
+
+Missing media are listed in a report (missing_<source>.txt); `--on-missing stop` (the default)
+then exits non-zero, `--on-missing skip` leaves those items out and goes on. `--limit` draws a
+seeded subsample (paper: 50K speech-to-text + 50K audio captions).
+
+The paper's own audio-visual benchmark is not public; the audio-aware benchmark of this project
+is the synthetic one (data/benchmarks/audio_aware), which needs no download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from avlib.datasets import (
+    DataError,
+    Example,
+    read_activitynet_qa,
+    read_audiocaps,
+    read_clotho,
+    read_librispeech,
+    read_video_chatgpt,
+    read_videoinstruct,
+)
+
+SOURCES = ("librispeech", "clotho", "audiocaps", "videoinstruct", "video-chatgpt", "activitynet-qa")
+
+
+class MissingMedia(RuntimeError):
+    """Media files named by a source's records are not on disk."""
+
+
+def _one(folder: Path, pattern: str, what: str) -> Path:
+    found = sorted(folder.rglob(pattern))
+    if not found:
+        raise DataError(f"{folder}: no {pattern} ({what}); see `python -m avlib.prepare --help` for the expected layout")
+    return found[0]
+
+
+def read_source(source: str, src: Path) -> tuple[str, list[Example]]:
+    """(split name, examples) of a downloaded source."""
+    if source == "librispeech":
+        return "speech_to_text", read_librispeech(src)
+    if source == "clotho":
+        examples = []
+        for csv in sorted(src.rglob("clotho_captions_*.csv")):
+            audio = csv.parent / csv.stem.replace("clotho_captions_", "")
+            examples += read_clotho(csv, audio if audio.is_dir() else csv.parent)
+        if not examples:
+            raise DataError(f"{src}: no clotho_captions_*.csv")
+        return "audio_captions", examples
+    if source == "audiocaps":
+        examples = []
+        for csv in sorted(p for p in src.rglob("*.csv") if p.stem in ("train", "val", "test")):
+            examples += read_audiocaps(csv, src / "audio")
+        if not examples:
+            raise DataError(f"{src}: no train.csv, val.csv or test.csv (the AudioCaps CSVs)")
+        return "audio_captions", examples
+    if source == "videoinstruct":
+        return "video_instructions_train", read_videoinstruct(_one(src, "*.json", "the VideoInstruct-100K JSON"), src / "videos")
+    if source == "video-chatgpt":
+        return "video_chatgpt", [e for name in ("generic_qa", "temporal_qa", "consistency_qa")
+                                 for e in read_video_chatgpt(_one(src, f"{name}.json", "a benchmark file"), src / "videos")]
+    if source == "activitynet-qa":
+        return "activitynet_qa", read_activitynet_qa(_one(src, "test_q.json", "questions"), _one(src, "test_a.json", "answers"), src / "videos")
+    raise DataError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+
+
+def subsample(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
+    """A seeded draw of `limit` examples, in their original order."""
+    if limit is None or limit >= len(examples):
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(len(examples), size=limit, replace=False))
+    return [examples[i] for i in keep]
+
+
+def has_audio_track(path: Path) -> bool:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except Exception:  # unreadable: the loader reports it, with its reason, when it gets there
+        return False
+
+
+def _link(media: Path, src: Path, out: Path, benchmark: bool = False) -> str:
+    """Link `media` under out/media/ (its path below src kept), or benchmark videos under out/clips/
+    (where the evaluation looks them up by name); returns the path relative to out."""
+    relative = Path("clips") / media.name if benchmark else Path("media") / media.resolve().relative_to(src.resolve())
+    target = out / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        os.symlink(media.resolve(), target)
+    return relative.as_posix()
+
+
+def prepare(source: str, src: str | Path, out: str | Path, limit: int | None = None, seed: int = 0,
+            on_missing: str = "stop", log=print) -> dict:
+    """Lay out one source under `out`; returns a summary. Raises MissingMedia (on_missing='stop') listing what is absent."""
+    if on_missing not in ("stop", "skip"):
+        raise ValueError(f"on_missing must be 'stop' or 'skip', got {on_missing!r}")
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise DataError(f"{src}: no such folder; download {source} first (see `python -m avlib.prepare --help`)")
+    split, examples = read_source(source, src)
+    missing = sorted({str(e.media) for e in examples if not e.media.is_file()})
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / f"missing_{source}.txt"
+    if missing:
+        report.write_text("\n".join(missing) + "\n")
+        log(f"{source}: {len(missing)} of {len({str(e.media) for e in examples})} media files are missing; list in {report}")
+        if on_missing == "stop":
+            raise MissingMedia(f"{source}: {len(missing)} media files missing (first: {missing[0]}); see {report}, "
+                               f"or pass --on-missing skip to go on without them")
+        examples = [e for e in examples if e.media.is_file()]
+    elif report.exists():
+        report.unlink()
+    examples = subsample(examples, limit, seed)
+    if split in ("video_chatgpt", "activitynet_qa"):
+        bench = out / "benchmarks" / split
+        bench.mkdir(parents=True, exist_ok=True)
+        for example in examples:
+            _link(example.media, src, out, benchmark=True)
+        if split == "video_chatgpt":
+            for name in ("generic_qa", "temporal_qa", "consistency_qa"):
+                records = json.loads(_one(src, f"{name}.json", "a benchmark file").read_text())
+                kept = {e.id.split("/")[0] for e in examples}
+                (bench / f"{name}.json").write_text(json.dumps([r for r in records if r["video_name"] in kept], indent=1))
+        else:
+            (bench / "qa.json").write_text(json.dumps([{"video_name": e.media.stem, "Q": e.question, "A": e.answer, "kind": e.kind}
+                                                       for e in examples], indent=1))
+        videos = {e.media.stem: has_audio_track(e.media) for e in examples}
+        (bench / "videos.json").write_text(json.dumps(videos, indent=1))
+    else:
+        records = []
+        audio_of: dict[str, bool] = {}
+        for e in examples:
+            media = _link(e.media, src, out)
+            if split == "speech_to_text":
+                records.append({"id": e.id, "media": media, "text": e.answer})
+            elif split == "audio_captions":
+                records.append({"id": e.id, "media": media, "caption": e.answer})
+            else:
+                if media not in audio_of:
+                    audio_of[media] = has_audio_track(e.media)
+                records.append({"video": media, "question": e.question, "answer": e.answer, "needs": None, "kind": e.kind,
+                                "has_audio": audio_of[media]})
+        path = out / "splits" / f"{split}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if split == "audio_captions" and path.is_file():  # Clotho and AudioCaps both feed this split
+            previous = [r for r in json.loads(path.read_text()) if not r["id"].startswith(source)]
+            records = previous + records
+        path.write_text(json.dumps(records, indent=1))
+        if audio_of:
+            log(f"{source}: {sum(audio_of.values())} of {len(audio_of)} videos have an audio track")
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"profile": "paper", "seed": seed, "sources": {}}
+    manifest["sources"][source] = {"items": len(examples), "missing": len(missing), "limit": limit, "seed": seed, "from": str(src.resolve())}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    log(f"{source}: {len(examples)} items -> {out}")
+    return manifest["sources"][source]
+
+
+# ----------------------------------------------------------------------- cost
+
+JUDGE_PROMPT_TOKENS, JUDGE_REPLY_TOKENS = 260, 40  # our judge prompt with a short answer; a JSON score and a reason
+
+
+def estimate_cost(params, data_root: str | Path, tokens_per_second: float, gpu: str) -> dict:
+    """Tokens per stage, GPU-hours per stage at a measured throughput, and the chat judge's token cost.
+
+    Text tokens are estimated as characters / 4 (English with phi-2's BPE); media tokens are exact.
+    """
+    root = Path(data_root)
+    video_tokens = params.model.vision.num_frames + (384 // 14) ** 2  # T + P for SigLIP so400m at 384
+    audio_tokens = params.model.audio.num_audio_tokens  # per window; one window per clip assumed
+    prompt_tokens = 40  # the system sentence and the roles
+
+    def split(name):
+        path = root / "splits" / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def text(record):
+        return (len(record.get("question", "")) + len(record.get("answer", record.get("text", record.get("caption", ""))))) / 4
+
+    stages = {
+        "pretrain_audio": sum(prompt_tokens + audio_tokens + text(r) for r in split("speech_to_text") + split("audio_captions")),
+        "finetune_av": sum(prompt_tokens + video_tokens + audio_tokens + text(r) for r in split("video_instructions_train")),
+        "finetune_vision_only": sum(prompt_tokens + video_tokens + text(r) for r in split("video_instructions_train")),
+    }
+    bench = root / "benchmarks" / "video_chatgpt"
+    items = sum(len(json.loads((bench / f"{n}.json").read_text())) for n in ("generic_qa", "temporal_qa", "consistency_qa")
+                if (bench / f"{n}.json").is_file())
+    calls = items * 5 * 2  # at most five criteria (each item is scored on its file's criteria) for both models
+    chat = params.evaluate.chat
+    judge_cost = calls * (JUDGE_PROMPT_TOKENS * chat.price_per_1k_prompt + JUDGE_REPLY_TOKENS * chat.price_per_1k_completion) / 1000
+    return {
+        "gpu": gpu, "tokens_per_second": tokens_per_second,
+        "stages": {name: {"tokens": round(tokens), "gpu_hours": round(tokens) / tokens_per_second / 3600} for name, tokens in stages.items()},
+        "judge": {"model": chat.model, "benchmark_items": items, "calls_at_most": calls, "cost_at_most": round(judge_cost, 2)},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avlib.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", choices=[*SOURCES, "cost"])
+    parser.add_argument("--src", help="the downloaded folder")
+    parser.add_argument("--out", default="data/paper")
+    parser.add_argument("--data", default="data/paper", help="(cost) the prepared data")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--on-missing", choices=("stop", "skip"), default="stop")
+    # Measured: benchmarks/results/gpu_lora_step_h100.txt (batch 8, no gradient checkpointing).
+    parser.add_argument("--tokens-per-second", type=float, default=13675, help="(cost) training throughput of the GPU")
+    parser.add_argument("--gpu", default="NVIDIA H100 80GB (measured)")
+    args = parser.parse_args(argv)
+    try:
+        if args.source == "cost":
+            from avlib.config import load_params
+
+            print(json.dumps(estimate_cost(load_params(args.params), args.data, args.tokens_per_second, args.gpu), indent=1))
+            return 0
+        if not args.src:
+            parser.error("--src is required")
+        prepare(args.source, args.src, args.out, args.limit, args.seed, args.on_missing)
+    except (DataError, MissingMedia) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
