@@ -1,7 +1,7 @@
 """Benchmark: one finetuning step of the tiny AVLM at batch 8 (params.yaml's tiny model).
 
-Prints seconds per step and peak memory, for a step from cached features and
-for a step that also runs the frozen encoders on raw media, side by side.
+Prints seconds per step, samples/s and peak memory, for a step from cached features and
+for a step that also runs the frozen encoders on already decoded media, side by side.
 
     python benchmarks/train_step.py [--steps 20] [--batch 8] [--device cpu]
 """
@@ -80,7 +80,7 @@ def main() -> None:
             torch.cuda.synchronize()
         results.setdefault(from_raw, []).append((time.perf_counter() - start) / args.steps)
     for from_raw, label in ((False, "from cached features"), (True, "from raw media (encoders run)")):
-        print(f"step {label}: {min(results[from_raw]):.3f} s/step")
+        print(f"step {label}: {min(results[from_raw]):.3f} s/step, {args.batch / min(results[from_raw]):.1f} samples/s")
     print(f"ratio raw / cached: {min(results[True]) / min(results[False]):.2f}x")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory: {peak_rss:.0f} MiB resident (process)")

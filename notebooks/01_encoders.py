@@ -37,6 +37,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from avlib.config import load_params
 from avlib.foundation import build_foundation, check_paper_models, load_foundation_model, require_corpus
@@ -54,22 +55,22 @@ print(f"profile: {params.profile}, builder: {params.model.builder}")
 
 # %%
 from avlib.audio_encoder import log_mel
+from avlib.datasets import read_corpus_split
 from avlib.media import load_clip
 
 root = require_corpus(data_dir, params.corpus)
-facts = [f for f in json.loads((root / "clips.json").read_text()) if f["has_audio"]][0]
-clip = load_clip(root / "clips" / f"{facts['name']}.mp4", num_frames=params.model.vision.num_frames)
-print({k: facts[k] for k in ("shape", "color", "direction", "word", "sound", "beeps", "speech_first")})
-print("frames", clip.frames.shape, "audio", clip.audio.shape, "seconds", clip.duration)
+example = next(e for e in read_corpus_split(root, "video_instructions_train") if e.needs != "visual")
+clip = load_clip(example.media, num_frames=params.model.vision.num_frames)
+print(example.media.name, "|", example.question, "->", example.answer)
+print("frames", clip.frames.shape, "audio", None if clip.audio is None else clip.audio.shape, "seconds", clip.duration)
 
 fig, axes = plt.subplots(2, 1, figsize=(10, 4.5))
 axes[0].imshow(np.concatenate(list(clip.frames), axis=1))
 axes[0].set_title("the sampled frames")
 axes[0].axis("off")
-import torch
-
 window = round(params.model.audio.window_seconds * 16000)
-mel = log_mel(torch.from_numpy(np.pad(clip.audio, (0, max(0, window - len(clip.audio))))[:window])[None], params.model.audio.n_mels)[0]
+audio = clip.audio if clip.audio is not None else np.zeros(window, np.float32)  # a clip may have no audio track
+mel = log_mel(torch.from_numpy(np.pad(audio, (0, max(0, window - len(audio))))[:window])[None], params.model.audio.n_mels)[0]
 axes[1].imshow(mel, origin="lower", aspect="auto", cmap="magma")
 axes[1].set_title("the first audio window as Whisper hears it (log-mel)")
 axes[1].set_xlabel("10 ms frames")
