@@ -64,6 +64,7 @@ from avlib.model import (
     tiny_siglip_config,
 )
 from avlib.template import END_OF_TURN, SYSTEM
+from avlib.train import lr_factor, seed_everything
 from avlib.tokenizer import train_tokenizer
 from avlib.vision_encoder import preprocess_frames, save_open_clip
 
@@ -111,18 +112,27 @@ def digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def seed_everything(seed: int) -> None:
-    import random
+def fit(module: nn.Module, cfg, seed: int, num_items: int, loss_of, desc: str, weight_decay: float) -> None:
+    """The loop the miniature models share: random batches, AdamW, warm-up then cosine, clipping at 1.
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    loss_of(index) -> (loss, {name: value to show}) for a batch of item indices.
+    """
+    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup))
+    generator = torch.Generator().manual_seed(seed)
+    module.train()
+    bar = tqdm(range(cfg.steps), desc=desc)
+    for step in bar:
+        index = torch.randint(num_items, (cfg.batch_size,), generator=generator)
+        loss, shown = loss_of(index)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % 20 == 0:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()})
+    module.eval()
 
 
 # ------------------------------------------------------------------- the text
@@ -251,26 +261,15 @@ def train_whisper(root: Path, params: Params, tokenizer, log=print) -> tuple[whi
     test_mels = _mels(test, model_cfg.audio.window_seconds, model_cfg.audio.n_mels, "whisper: test mels")
     net = WhisperWithHeads(whisper_dims(model_cfg, len(tokenizer)))
     aux = {name: torch.tensor([item[name] for item in train]) for name in AUX_HEADS}
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(params.seed)
-    net.train()
-    bar = tqdm(range(cfg.steps), desc="whisper")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        index = torch.randint(len(train), (cfg.batch_size,), generator=generator)
+
+    def loss_of(index):
         inputs, targets = _text_batch([train[i]["text"] for i in index], tokenizer, model_cfg.tiny.whisper_text_ctx)
         logits, heads = net(mels[index], inputs)
         loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100)
         aux_loss = sum(F.cross_entropy(heads[n], aux[n][index], ignore_index=-100) for n in AUX_HEADS)
-        total = loss + cfg.aux_weight * aux_loss
-        optimizer.zero_grad()
-        total.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        if step % 20 == 0:
-            bar.set_postfix(text=f"{loss.item():.3f}", aux=f"{aux_loss.item():.3f}")
-    net.eval()
+        return loss + cfg.aux_weight * aux_loss, {"text": loss.item(), "aux": aux_loss.item()}
+
+    fit(net, cfg, params.seed, len(train), loss_of, "whisper", weight_decay=0.01)
     scores = evaluate_whisper(net.whisper, test_mels, [t["text"] for t in test], tokenizer, model_cfg.tiny.whisper_text_ctx)
     words = [t["word"] for t in test]
     scores["chance_word_accuracy"] = 1 / len(synth.WORDS)
@@ -376,23 +375,12 @@ def train_siglip(root: Path, params: Params, tokenizer, log=print):
         return preprocess_frames(frames, (size, size), mean, std, SIGLIP_PREPROCESS["interpolation"])
 
     loss_fn = SigLipLoss()
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=0.05)
-    generator = torch.Generator().manual_seed(params.seed)
-    clip.train()
-    bar = tqdm(range(cfg.steps), desc="siglip")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        index = torch.randint(len(images), (cfg.batch_size,), generator=generator)
-        image_features, text_features, scale, bias = clip(pixels(images[index]), texts[index])
-        loss = loss_fn(image_features, text_features, scale, bias)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-        optimizer.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    clip.eval()
+
+    def loss_of(index):
+        loss = loss_fn(*clip(pixels(images[index]), texts[index]))
+        return loss, {"loss": loss.item()}
+
+    fit(clip, cfg, params.seed, len(images), loss_of, "siglip", weight_decay=0.05)
     scores = evaluate_siglip(clip, pixels, test_images, test_captions, test_texts)
     log(f"siglip: test image->text recall@1 {scores['recall_at_1']:.3f} over {scores['candidates']} captions "
         f"(chance {scores['chance_recall_at_1']:.3f})")
@@ -430,22 +418,12 @@ def train_phi(root: Path, params: Params, tokenizer, log=print) -> tuple[PhiForC
     rng.shuffle(train_texts)
     train, val = _lm_blocks(train_texts, tokenizer, cfg.seq_len), _lm_blocks(corpus_texts(root, "val"), tokenizer, cfg.seq_len)
     model = PhiForCausalLM(tiny_phi_config(model_cfg, len(tokenizer)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    generator = torch.Generator().manual_seed(params.seed)
-    model.train()
-    bar = tqdm(range(cfg.steps), desc="phi")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
-        batch = train[torch.randint(len(train), (cfg.batch_size,), generator=generator)]
-        loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+
+    def loss_of(index):
+        loss = model(input_ids=train[index], labels=train[index]).loss
+        return loss, {"loss": loss.item()}
+
+    fit(model, cfg, params.seed, len(train), loss_of, "phi", weight_decay=0.01)
     with torch.no_grad():
         losses = [model(input_ids=val[i : i + 64], labels=val[i : i + 64]).loss.item() for i in range(0, len(val), 64)]
     perplexity = float(math.exp(np.mean(losses)))

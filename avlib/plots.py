@@ -15,22 +15,28 @@ MODEL_LABELS = {"av": "audio-visual", "vision_only": "vision-only twin"}
 COLORS = {"av": "#2a7ab0", "vision_only": "#c9a227"}
 
 
+def _paired_bars(ax, groups: list[str], values: dict[str, dict[str, float]], notes: list[str], top: float):
+    """Both models' bars side by side for each group, a note above each pair."""
+    x = np.arange(len(groups))
+    for k, name in enumerate(("av", "vision_only")):
+        ax.bar(x + (k - 0.5) * 0.38, [values[name][g] for g in groups], 0.38, label=MODEL_LABELS[name], color=COLORS[name])
+    for i, note in enumerate(notes):
+        ax.annotate(note, (x[i], top * 0.85), ha="center", fontsize=8)
+    ax.set_xticks(x, groups)
+    ax.set_ylim(0, top)
+    ax.legend(loc="lower right", fontsize=8)
+
+
 def accuracy_by_needs(metrics: dict, ax=None):
     """Grouped bars: each model's accuracy on audio, visual and audio-visual questions; CI of the difference above."""
     aware = metrics["audio_aware"]
     needs = list(aware["difference"])
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    x = np.arange(len(needs))
-    for k, name in enumerate(("av", "vision_only")):
-        ax.bar(x + (k - 0.5) * 0.38, [aware[name][n] for n in needs], 0.38, label=MODEL_LABELS[name], color=COLORS[name])
-    for i, n in enumerate(needs):
-        low, high = aware["difference"][n]["ci"]
-        ax.annotate(f"Δ {aware['difference'][n]['mean']:+.2f}\n[{low:+.2f}, {high:+.2f}]", (x[i], 1.02), ha="center", fontsize=8)
-    ax.set_xticks(x, needs)
-    ax.set_ylim(0, 1.22)
+    notes = [f"Δ {aware['difference'][n]['mean']:+.2f}\n[{aware['difference'][n]['ci'][0]:+.2f}, {aware['difference'][n]['ci'][1]:+.2f}]"
+             for n in needs]
+    _paired_bars(ax, needs, aware, notes, top=1.22)
     ax.set_ylabel("accuracy")
     ax.set_title("Audio-aware benchmark, by what a question needs")
-    ax.legend(loc="lower right", fontsize=8)
     return ax
 
 
@@ -39,17 +45,10 @@ def criteria(metrics: dict, ax=None):
     chat = metrics["video_chatgpt"]
     names = list(chat["difference"])
     ax = ax or plt.subplots(figsize=(7, 3.5))[1]
-    x = np.arange(len(names))
-    for k, name in enumerate(("av", "vision_only")):
-        ax.bar(x + (k - 0.5) * 0.38, [chat[name][c] for c in names], 0.38, label=MODEL_LABELS[name], color=COLORS[name])
-    for i, c in enumerate(names):
-        low, high = chat["difference"][c]["ci"]
-        ax.annotate(f"[{low:+.2f}, {high:+.2f}]", (x[i], 5.1), ha="center", fontsize=8)
-    ax.set_xticks(x, names)
-    ax.set_ylim(0, 5.6)
+    notes = [f"[{chat['difference'][c]['ci'][0]:+.2f}, {chat['difference'][c]['ci'][1]:+.2f}]" for c in names]
+    _paired_bars(ax, names, chat, notes, top=6.0)
     ax.set_ylabel(f"score 0-5 ({metrics['judge']} judge)")
     ax.set_title("Video-ChatGPT criteria (95 % CI of the difference above each pair)")
-    ax.legend(loc="lower right", fontsize=8)
     return ax
 
 
