@@ -38,6 +38,7 @@ bench: venv
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/media_decode.py
 	$(PY) benchmarks/corpus_build.py
+	$(PY) benchmarks/cache_epoch.py --limit 640  # needs stage 1: make repro first
 
 ## lock: re-resolve requirements.in into requirements.lock in a scratch environment
 lock:

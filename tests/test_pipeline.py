@@ -112,3 +112,14 @@ def test_data_and_outputs_round_trip_through_a_dvc_remote(smoke_repo, tmp_path):
     assert (clone / "runs" / "finetune" / "av" / "final" / "parts.json").is_file()
     status = sh(str(BIN / "dvc"), "status", cwd=clone).stdout
     assert "Data and pipelines are up to date" in status  # nothing to recompute
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_a_failing_cell_fails_the_stage_and_shows_in_the_notebook(smoke_repo):
+    result = sh("tools/run_notebook.sh", "03_finetune", "broken", "-p", "variant", "nonsense", cwd=smoke_repo, check=False)
+    assert result.returncode != 0
+    executed = json.loads((smoke_repo / "reports" / "notebooks" / "broken.ipynb").read_text())
+    errors = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors and "variant must be 'av' or 'vision_only'" in errors[0]["evalue"]
+    assert (smoke_repo / "reports" / "notebooks" / "broken.html").is_file()

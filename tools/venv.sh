@@ -26,5 +26,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$root" > "$site/avgrounding.pth"
+# The command line, `avlib ask VIDEO "question"`, without installing the package.
+printf '#!/bin/sh\nexec "%s/bin/python" -m avlib "$@"\n' "$(cd "$venv" && pwd)" > "$venv/bin/avlib"
+chmod +x "$venv/bin/avlib"
 # papermill runs notebooks with the kernel named python3: make it this venv's.
 "$venv/bin/python" -m ipykernel install --prefix "$venv" --name python3 >/dev/null
