@@ -482,13 +482,15 @@ def load_foundation_model(params: Params, folder: str | Path, use_audio: bool = 
     """The AVLM on top of stage 1's models: the miniature ones from `folder`, or the paper's."""
     cfg = params.model
     if cfg.builder == "paper":
-        return build_paper(cfg, use_audio=use_audio)
+        return build_paper(cfg, use_audio=use_audio, seed=params.seed)
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise MissingData(f"{folder}: no foundation models here; run stage 1 first (notebook 01_encoders, or `dvc repro encoders`)")
     encoder = load_whisper_encoder(str(folder / WHISPER_FILE), folder)
     visual, preprocess = load_siglip(f"local-dir:{folder / SIGLIP_DIR}", "", folder)
     llm, tokenizer = load_llm(str(folder / PHI_DIR), folder)
+    # The projectors are the only weights made here: seed them, or each process would start elsewhere.
+    torch.manual_seed(params.seed)
     return AVLM(
         AudioEncoder(encoder, cfg.audio.window_seconds, cfg.audio.num_audio_tokens),
         VisionEncoder(visual, preprocess, cfg.vision.feature_layer),

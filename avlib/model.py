@@ -445,8 +445,10 @@ def load_bunny_projector(projector: nn.Module, path: str | Path) -> None:
     projector.load_state_dict(state)
 
 
-def build_paper(cfg: ModelConfig, use_audio: bool = True, dtype: torch.dtype = torch.float32) -> AVLM:
-    """Whisper small, SigLIP so400m/webli, phi-2 and Bunny's projector, from disk or (online) the hub."""
+def build_paper(cfg: ModelConfig, use_audio: bool = True, dtype: torch.dtype = torch.float32, seed: int = 0) -> AVLM:
+    """Whisper small, SigLIP so400m/webli, phi-2 and Bunny's projector, from disk or (online) the hub.
+
+    `seed` initialises the audio projector (the one part not loaded)."""
     missing = missing_paper_checkpoints(cfg)
     if missing:  # before loading anything: fail in a second, not after minutes of loading
         raise CheckpointNotFound("the paper model cannot be built; missing checkpoints:\n  - " + "\n  - ".join(missing))
@@ -454,6 +456,7 @@ def build_paper(cfg: ModelConfig, use_audio: bool = True, dtype: torch.dtype = t
     encoder = load_whisper_encoder(p.whisper, p.cache_dir)
     visual, preprocess = load_siglip(p.siglip_model, p.siglip_pretrained, p.cache_dir)
     llm, tokenizer = load_llm(p.llm, p.cache_dir, dtype)
+    torch.manual_seed(seed)
     model = AVLM(
         AudioEncoder(encoder.to(dtype), cfg.audio.window_seconds, cfg.audio.num_audio_tokens),
         VisionEncoder(visual.to(dtype), preprocess, cfg.vision.feature_layer),

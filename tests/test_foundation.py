@@ -91,3 +91,24 @@ def test_a_corpus_of_another_profile_is_refused(small_corpus, small_params):
     with pytest.raises(fd.MissingData, match=r"holds the small corpus \(seed 1\), but params.yaml asks for tiny \(seed 0\)"):
         fd.require_corpus(small_corpus, other)
     assert fd.require_corpus(small_corpus, small_params.corpus) == small_corpus
+
+
+def test_the_projectors_start_from_the_seed_in_every_process(small_foundation, small_params):
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, torch; from avlib.config import Params, from_dict; import yaml, sys;"
+        "from avlib.foundation import load_foundation_model;"
+        "p = from_dict(Params, yaml.safe_load(sys.stdin.read())); torch.rand(int(sys.argv[2]));"
+        "m = load_foundation_model(p, sys.argv[1]);"
+        "print(hashlib.sha256(b''.join(t.numpy().tobytes() for t in m.audio_projector.state_dict().values())).hexdigest())"
+    )
+    import dataclasses
+
+    import yaml
+
+    text = yaml.safe_dump(dataclasses.asdict(small_params))
+    runs = {subprocess.run([sys.executable, "-c", code, str(small_foundation), str(draws)], input=text, text=True,
+                           capture_output=True, check=True).stdout.strip() for draws in (1, 7)}
+    assert len(runs) == 1  # random numbers drawn before loading change nothing
