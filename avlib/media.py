@@ -182,8 +182,8 @@ def _sample_frames(path, container, stream, num_frames, frame_size, deadline):
 
     A target far ahead is reached by seeking to the keyframe before it, a near
     one by decoding on; only the chosen frames are converted to RGB. (FFmpeg's
-    skip_frame=NONREF would skip decoding some frames, but then labels frames
-    with the wrong timestamps; it is not used.)
+    skip_frame=NONREF, which skips frames nothing refers to, saved under 10 %
+    of the decoding time on H.264 here, so it is not used.)
     """
     start = _stream_start(stream)
     span = _video_span(path, container, stream, deadline)
