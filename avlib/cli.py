@@ -38,7 +38,7 @@ def ask(args) -> int:
     from avlib.media import MediaError, load_clip
 
     params, model = _load(args)
-    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    size = model.vision_encoder.image_size[0]  # the SigLIP input size, tiny or paper
     try:
         clip = load_clip(args.video, num_frames=params.model.vision.num_frames, frame_size=size)
     except MediaError as err:
@@ -61,7 +61,7 @@ def predict(args) -> int:
     from avlib.media import MediaError
 
     params, model = _load(args)
-    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    size = model.vision_encoder.image_size[0]  # the SigLIP input size, tiny or paper
     try:
         examples = read_video_chatgpt(args.benchmark, args.videos)
         records = json.loads(Path(args.benchmark).read_text())

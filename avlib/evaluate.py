@@ -194,6 +194,11 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 20
     return {"mean": float(diff.mean()), "ci": [float(low), float(high)], "n": int(diff.size), "resamples": resamples}
 
 
+def correct_where(records: Sequence[dict], needs: str) -> list[bool]:
+    """Per-item correctness of the records whose question needs `needs`, in order."""
+    return [r["correct"] for r in records if r["needs"] == needs]
+
+
 def accuracy_by(records: Sequence[dict], key: str = "needs", field: str = "correct") -> dict[str, float]:
     groups: dict[str, list[float]] = {}
     for r in records:
@@ -259,8 +264,7 @@ def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progr
     needs = sorted({r["needs"] for r in aware_records})
     aware = {name: accuracy_by(records) for name, records in scored.items()}
     aware["difference"] = {
-        n: paired_bootstrap([r["correct"] for r in scored["av"] if r["needs"] == n],
-                            [r["correct"] for r in scored["vision_only"] if r["needs"] == n],
+        n: paired_bootstrap(correct_where(scored["av"], n), correct_where(scored["vision_only"], n),
                             cfg.bootstrap_resamples, params.seed)
         for n in needs
     }
@@ -273,8 +277,7 @@ def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progr
         accuracy = accuracy_by(records)
         ablations[ablation] = {"accuracy": accuracy,
                                "delta": {n: accuracy[n] - aware["av"][n] for n in needs},
-                               "delta_ci": {n: paired_bootstrap([r["correct"] for r in records if r["needs"] == n],
-                                                                [r["correct"] for r in scored["av"] if r["needs"] == n],
+                               "delta_ci": {n: paired_bootstrap(correct_where(records, n), correct_where(scored["av"], n),
                                                                 cfg.bootstrap_resamples, params.seed)["ci"] for n in needs}}
     aware["ablations"] = ablations
     metrics["audio_aware"] = aware

@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from avlib.config import load_params
     from avlib.foundation import load_foundation_model
+    from avlib.train import open_cache
 
     parser = argparse.ArgumentParser(description="Fill the feature cache (run under `accelerate launch` for several processes).")
     parser.add_argument("--params", default="params.yaml")
@@ -270,9 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     state = PartialState(cpu=not torch.cuda.is_available())
     params = load_params(args.params)
     model = load_foundation_model(params, args.foundation).to(state.device).eval()
-    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
-    spec = spec_for(model, params.model.vision.num_frames, size, params.model.vision.feature_layer)
-    cache = FeatureCache(args.out, spec, args.data)
+    cache = open_cache(params, model, args.data, args.out)
     extract(model, corpus_media(args.data), cache, args.batch_size, rank=state.process_index,
             world_size=state.num_processes, progress=state.is_local_main_process)
     state.wait_for_everyone()

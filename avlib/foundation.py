@@ -45,7 +45,7 @@ from transformers import PhiForCausalLM
 
 from avlib import synth
 from avlib.audio_encoder import log_mel
-from avlib.config import FoundationConfig, ModelConfig, Params, save_config
+from avlib.config import ModelConfig, Params, save_config
 from avlib.datasets import load_media, read_corpus_split
 from avlib.features import module_digest
 from avlib.media import load_clip

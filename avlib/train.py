@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from avlib.config import LoraConfig, TrainingConfig, save_config
+from avlib.config import LoraConfig, TrainingConfig
 from avlib.template import IGNORE_INDEX
 
 CHECKPOINT = "checkpoint"
@@ -297,7 +297,7 @@ def open_cache(params, model, data_root: str | Path, features_root: str | Path):
     """The feature cache for this model and these parameters (it may still be empty)."""
     from avlib.features import FeatureCache, spec_for
 
-    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    size = model.vision_encoder.image_size[0]  # the SigLIP input size, tiny or paper
     spec = spec_for(model, params.model.vision.num_frames, size, params.model.vision.feature_layer)
     return FeatureCache(features_root, spec, data_root)
 

@@ -37,7 +37,7 @@ def main() -> None:
     cache = open_cache(params, model, args.data, args.features)
     examples = stage_examples(args.data, "finetune")
     cached = FeatureDataset(examples, cache)
-    size = params.model.tiny.image_size if params.model.builder == "tiny" else model.vision_encoder.image_size[0]
+    size = model.vision_encoder.image_size[0]  # the SigLIP input size, tiny or paper
     raw = MediaDataset(examples, params.model.vision.num_frames, size)
     batch_size = params.finetune.batch_size
     steps = -(-(args.limit or len(examples)) // batch_size)

@@ -28,7 +28,6 @@ features_dir = "features"  # stage 1's feature cache
 out_dir = "runs/pretrain"  # audio/ and vision/ land here
 
 # %%
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt

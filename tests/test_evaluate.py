@@ -70,7 +70,7 @@ def test_ablations_keep_token_counts_and_neutralise_one_modality(make_model):
     assert blank[0]["video_features"].shape == items[0]["video_features"].shape
     assert torch.equal(blank[0]["video_features"], blank[1]["video_features"]) and torch.equal(blank[0]["audio_features"], items[0]["audio_features"])
     swapped = ablate(items, "swap_audio", neutral, seed=3)
-    for i, (s, o) in enumerate(zip(swapped, items)):
+    for s, o in zip(swapped, items):
         if o["audio_features"] is not None:
             assert s["audio_features"].shape == o["audio_features"].shape
             assert not torch.equal(s["audio_features"], o["audio_features"])  # nobody keeps their own audio

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from avlib.datasets import load_media, read_corpus_split
-from avlib.features import FeatureCache, FeatureDataset, FeatureSpec, StaleFeatures, corpus_media, extract, spec_for
+from avlib.features import FeatureCache, FeatureDataset, StaleFeatures, corpus_media, extract, spec_for
 from avlib.foundation import load_foundation_model
 
 DDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu_ddp.yaml"

@@ -98,7 +98,7 @@ def test_missing_media_stop_by_default(downloads, tmp_path):
 
 def test_seeded_subsampling(downloads, tmp_path):
     a = prepare("librispeech", downloads / "LibriSpeech", tmp_path / "a", limit=2, seed=7, log=lambda *a: None)
-    b = prepare("librispeech", downloads / "LibriSpeech", tmp_path / "b", limit=2, seed=7, log=lambda *a: None)
+    prepare("librispeech", downloads / "LibriSpeech", tmp_path / "b", limit=2, seed=7, log=lambda *a: None)
     assert a["items"] == 2
     assert (tmp_path / "a" / "splits" / "speech_to_text.json").read_text() == (tmp_path / "b" / "splits" / "speech_to_text.json").read_text()
     assert len(subsample(list(range(10)), 3, seed=1)) == 3 and subsample(list(range(10)), 3, seed=1) == sorted(subsample(list(range(10)), 3, seed=1))

@@ -12,7 +12,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 import torch
 
 from avlib.config import AudioConfig, LoraConfig, ModelConfig, TinyModelConfig, TrainingConfig, VisionConfig
