@@ -21,13 +21,14 @@ from pathlib import Path
 import av
 import numpy as np
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
-# FFmpeg demuxers we accept; anything else (a text file probes as "tty") is not media.
-_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "wav", "flac", "mp3", "ogg", "aac"}
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv",
+                  ".3gp", ".ogv", ".wmv")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
+# FFmpeg's demuxer for text art: it turns any text file into a "video" stream. A text file is not media.
+_TEXT_DEMUXERS = {"tty"}
 MAX_SIDE = 16384  # larger frames are not video we can use, whatever the header says
 MAX_FRAMES = 4096
-SEEK_AHEAD_SECONDS = 1.0  # a target further ahead than this is reached by seeking, not decoding through
+SEEK_AHEAD_SECONDS = 1.0  # a target further ahead than this may be reached by seeking rather than decoding through
 
 
 class MediaError(ValueError):
@@ -113,29 +114,32 @@ def _check_file(path: Path) -> None:
 
 def _load(path, num_frames, frame_size, sample_rate, max_audio_seconds, require_video, deadline) -> Clip:
     with av.open(str(path), metadata_errors="ignore") as container:
-        formats = set(container.format.name.split(","))
-        if not formats & _FORMATS:
-            raise MediaError(f"{path}: not a media file we read (FFmpeg detects '{container.format.name}')")
+        if container.format.name in _TEXT_DEMUXERS:
+            raise MediaError(f"{path}: is text, not audio or video (FFmpeg reads it as '{container.format.name}')")
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
-            raise MediaError(f"{path}: has neither a video nor an audio stream")
+            raise MediaError(f"{path}: has neither a video nor an audio stream (FFmpeg reads it as '{container.format.name}')")
         if video is None and require_video:
             raise MediaError(f"{path}: has no video stream, but frames were asked for (pass num_frames=0 for audio only)")
-        duration = _duration(container, video, audio)
-        clip = Clip(str(path), None, None, None, sample_rate, duration)
+        # The file's timeline starts with its earliest stream, as a player's does.
+        origin = min(_stream_start(s) for s in (video, audio) if s is not None)
+        clip = Clip(str(path), None, None, None, sample_rate, 0.0)
         if video is not None:
             width, height = video.codec_context.width, video.codec_context.height
             if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
                 raise MediaError(f"{path}: absurd video dimensions {width}x{height}")
             clip.width, clip.height = width, height
             clip.fps = float(video.average_rate or video.guessed_rate or 0)
-            if num_frames:
-                clip.frames, clip.frame_times = _sample_frames(path, container, video, num_frames, frame_size, deadline)
+            with _Probe(path, video.index) as probe:
+                span = _video_span(path, video, probe, deadline)
+                clip.duration = _stream_start(video) - origin + span
+                if num_frames:
+                    frames, times = _sample_frames(path, container, video, probe, span, num_frames, frame_size, deadline)
+                    clip.frames, clip.frame_times = frames, times + (_stream_start(video) - origin)
     if audio is not None:
-        clip.audio = _read_audio(path, sample_rate, max_audio_seconds, deadline)
-        if clip.duration <= 0:
-            clip.duration = len(clip.audio) / sample_rate
+        clip.audio, audio_end = _read_audio(path, sample_rate, max_audio_seconds, origin, deadline)
+        clip.duration = max(clip.duration, audio_end)
     return clip
 
 
@@ -143,33 +147,8 @@ def _seconds(value, time_base) -> float | None:
     return None if value is None or time_base is None else float(value * time_base)
 
 
-def _duration(container, video, audio) -> float:
-    """The longest stream duration the headers give, else the container's, else 0 (unknown)."""
-    durations = [_seconds(s.duration, s.time_base) for s in (video, audio) if s is not None]
-    durations = [d for d in durations if d]
-    if durations:
-        return max(durations)
-    return container.duration / av.time_base if container.duration else 0.0
-
-
 def _stream_start(stream) -> float:
     return _seconds(stream.start_time, stream.time_base) or 0.0
-
-
-def _video_span(path, container, stream, deadline) -> float:
-    """Duration of the video stream; decodes headers-less files through once (keeping nothing)."""
-    span = _seconds(stream.duration, stream.time_base)
-    if not span and container.duration:
-        span = container.duration / av.time_base
-    if span:
-        return span
-    last = 0.0
-    for packet in container.demux(stream):
-        _check_deadline(path, deadline)
-        if packet.pts is not None:
-            last = max(last, float((packet.pts + (packet.duration or 0)) * stream.time_base) - _stream_start(stream))
-    container.seek(0)
-    return last
 
 
 def _check_deadline(path, deadline) -> None:
@@ -177,18 +156,84 @@ def _check_deadline(path, deadline) -> None:
         raise MediaError(f"{path}: decoding took too long (is the file damaged?)")
 
 
-def _sample_frames(path, container, stream, num_frames, frame_size, deadline):
-    """The frame shown at the middle of each of `num_frames` equal segments: (T, H, W, 3), (T,).
+class _Probe:
+    """A second demuxer on the same file, to look ahead without disturbing the one that decodes."""
 
-    A target far ahead is reached by seeking to the keyframe before it, a near
-    one by decoding on; only the chosen frames are converted to RGB. (FFmpeg's
-    skip_frame=NONREF, which skips frames nothing refers to, saved under 10 %
-    of the decoding time on H.264 here, so it is not used.)
+    def __init__(self, path: Path, stream_index: int):
+        self.path, self.index, self._container = path, stream_index, None
+
+    def __enter__(self) -> _Probe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._container is not None:
+            self._container.close()
+
+    def _stream(self):
+        if self._container is None:
+            self._container = av.open(str(self.path), metadata_errors="ignore")
+        return self._container, self._container.streams[self.index]
+
+    def keyframe_before(self, pts: int) -> int | None:
+        """The pts where a backward keyframe seek to `pts` lands; None if it lands on no keyframe."""
+        container, stream = self._stream()
+        try:
+            container.seek(pts, stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            return None
+        for packet in container.demux(stream):
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is not None:
+                return stamp if packet.is_keyframe else None
+        return None
+
+    def end(self, path: Path, deadline: float) -> float:
+        """Seconds at which the stream's last frame ends: its packets read from the last keyframe on."""
+        container, stream = self._stream()
+        period = 1.0 / float(stream.average_rate or stream.guessed_rate or 25)
+        for far_ahead in (True, False):  # from the last keyframe if the file can seek there, else from the start
+            try:
+                container.seek(2**62 if far_ahead else 0, stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                continue
+            end = None
+            for packet in container.demux(stream):
+                _check_deadline(path, deadline)
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is not None:
+                    length = float(packet.duration * stream.time_base) if packet.duration else period
+                    end = max(end or 0.0, float(stamp * stream.time_base) + length)
+            if end is not None:
+                return end
+        return 0.0
+
+
+def _video_span(path, stream, probe: _Probe, deadline) -> float:
+    """Seconds from the video stream's start to the end of its last frame.
+
+    From the stream's own header, else from its last packets; never from the
+    container, whose duration is that of its longest stream (audio may outlast video).
     """
-    start = _stream_start(stream)
-    span = _video_span(path, container, stream, deadline)
+    span = _seconds(stream.duration, stream.time_base)
+    if not span:
+        span = probe.end(path, deadline) - _stream_start(stream)
     if span <= 0:
         raise MediaError(f"{path}: the video stream has no duration")
+    return span
+
+
+def _sample_frames(path, container, stream, probe: _Probe, span, num_frames, frame_size, deadline):
+    """The frame on screen at the middle of each of `num_frames` equal segments: (T, H, W, 3), (T,).
+
+    Times are seconds from the video stream's start. The stream is decoded
+    forward; a target more than a second ahead is reached by seeking only when
+    the keyframe that seek would land on lies past the frames already decoded
+    (a second demuxer looks it up), so sparse keyframes never send the decoder
+    back over frames it has seen. Only the chosen frames are converted to RGB.
+    (FFmpeg's skip_frame=NONREF saved under 10 % of the decoding time on
+    H.264 here, so it is not used.)
+    """
+    start = _stream_start(stream)
     targets = [(i + 0.5) * span / num_frames for i in range(num_frames)]
     size = None
     if frame_size is not None:
@@ -196,7 +241,7 @@ def _sample_frames(path, container, stream, num_frames, frame_size, deadline):
     period = 1.0 / float(stream.average_rate or stream.guessed_rate or 25)
     out: list[np.ndarray | None] = [None] * num_frames
     times = np.zeros(num_frames)
-    i, previous, previous_time, count = 0, None, -math.inf, 0
+    i, previous, previous_time, count, probed, timed = 0, None, -math.inf, 0, -1, True
     frames = container.decode(stream)
 
     def keep(frame, shown_at: float) -> None:
@@ -208,15 +253,19 @@ def _sample_frames(path, container, stream, num_frames, frame_size, deadline):
 
     while i < num_frames:
         _check_deadline(path, deadline)
-        if previous is not None and targets[i] - previous_time > SEEK_AHEAD_SECONDS:
-            # Far ahead: jump to the keyframe before the target instead of decoding everything between.
-            container.seek(int((targets[i] + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
-            previous, previous_time = None, -math.inf
+        if timed and previous is not None and probed < i and targets[i] - previous_time > SEEK_AHEAD_SECONDS:
+            probed = i  # where a seek for this target lands never changes: look it up once
+            goal = int((targets[i] + start) / stream.time_base)
+            landing = probe.keyframe_before(goal)
+            if landing is not None and previous_time + period / 2 < float(landing * stream.time_base) - start <= targets[i]:
+                container.seek(goal, stream=stream, backward=True, any_frame=False)
+                frames = container.decode(stream)
+                previous, previous_time = None, -math.inf
         frame = next(frames, None)
         if frame is None:
             break
         count += 1
+        timed = timed and frame.time is not None  # untimed frames are counted, and then only decoding through is safe
         shown_at = (frame.time - start) if frame.time is not None else (count - 1) * period
         while i < num_frames and shown_at > targets[i] + 1e-6:
             # this frame comes after the target: the one before it was on screen then
@@ -234,46 +283,52 @@ def _sample_frames(path, container, stream, num_frames, frame_size, deadline):
     return np.stack(out), times
 
 
-def _read_audio(path, sample_rate, max_audio_seconds, deadline) -> np.ndarray:
-    """The whole audio track (or its first max_audio_seconds), mono float32 at sample_rate, exact length.
+def _read_audio(path, sample_rate, max_audio_seconds, origin, deadline) -> tuple[np.ndarray, float]:
+    """The audio track on the file's timeline, mono float32 at sample_rate, exact length; and where it ends (s).
 
+    `origin` is the file's start in stream seconds: samples stamped before it
+    are codec priming and dropped; a track that starts later is preceded by
+    silence, as a player plays it. Reading stops after max_audio_seconds.
     Channels are mixed down by FFmpeg's default matrix, as `whisper.load_audio`
-    (ffmpeg -ac 1) does: identical stereo channels sum to 1/sqrt(2) of twice one.
+    (ffmpeg -ac 1) does, and clipped to [-1, 1] as its 16-bit samples are (a
+    5.1 mix-down can exceed 1).
     """
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.audio[0]
         declared = _seconds(stream.duration, stream.time_base)
-        start = _stream_start(stream)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         limit = None if max_audio_seconds is None else round(max_audio_seconds * sample_rate)
-        chunks, total, skip = [], 0, None
+        chunks, total, offset = [], 0, None
         for frame in container.decode(stream):
             _check_deadline(path, deadline)
-            if skip is None:
-                # Samples stamped before the stream's start are codec priming: drop them.
-                first = (frame.time - start) if frame.time is not None else 0.0
-                skip = max(0, round(-first * sample_rate))
+            if offset is None:
+                offset = round(((frame.time - origin) if frame.time is not None else 0.0) * sample_rate)
+                if offset > 0:
+                    chunks.append(np.zeros(offset, np.float32))
+                    total += offset
             for piece in resampler.resample(frame):
                 chunk = piece.to_ndarray().reshape(-1)
                 chunks.append(chunk)
                 total += len(chunk)
-            if limit is not None and total >= limit + skip:
+            if limit is not None and total >= limit + max(0, -offset):
                 break
         else:
             for piece in resampler.resample(None):
                 chunks.append(piece.to_ndarray().reshape(-1))
+    offset = offset or 0
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    audio = audio[skip or 0 :]
+    audio = audio[max(0, -offset) :]
     if declared:
-        expected = round(declared * sample_rate)
+        expected = max(0, offset) + round(declared * sample_rate)
         if limit is None and len(audio) < expected - max(sample_rate // 4, round(0.05 * expected)):
             raise MediaError(
-                f"{path}: audio ends at {len(audio) / sample_rate:.2f} s but its header says {declared:.2f} s (truncated?)"
+                f"{path}: audio ends at {len(audio) / sample_rate:.2f} s but its header says {expected / sample_rate:.2f} s (truncated?)"
             )
         audio = audio[:expected]  # encoders pad the last frame: trim to the declared length
+    end = (max(0, offset) / sample_rate + declared) if declared else len(audio) / sample_rate
     if limit is not None:
         audio = audio[:limit]
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32), end
 
 
 # ------------------------------------------------------------------- writing

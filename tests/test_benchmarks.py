@@ -22,4 +22,4 @@ def test_gpu_lora_step_runs_tiny_on_cpu():
 @pytest.mark.slow
 def test_media_decode_benchmark_prints_its_ratio():
     out = run(BENCHMARKS / "media_decode.py", "--repeats", "1", "--size", "160x120")
-    assert "speedup vs decode all, convert 8:" in out
+    assert "dense speedup vs decode all, convert 8:" in out and "sparse speedup vs decode all, convert 8:" in out

@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from avlib.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, MediaError, load_clip, write_media
+from avlib.media import MediaError, load_clip, write_media
 
 FPS, SECONDS, RATE = 10, 4, 16000
 
@@ -28,7 +28,7 @@ def dominant_frequency(audio: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(audio), 1 / rate)[spectrum.argmax()])
 
 
-@pytest.mark.parametrize("suffix", VIDEO_SUFFIXES)
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"])
 def test_video_formats_give_frames_from_the_right_times_and_exact_audio(tmp_path, suffix):
     path = write_media(tmp_path / f"clip{suffix}", indexed_frames(), FPS, tone(), RATE)
     clip = load_clip(path, num_frames=8)
@@ -60,7 +60,7 @@ def test_video_without_audio_track(tmp_path):
     assert clip.audio is None and not clip.has_audio and clip.has_video
 
 
-@pytest.mark.parametrize("suffix", AUDIO_SUFFIXES)
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"])
 def test_audio_formats(tmp_path, suffix):
     clip = load_clip(write_media(tmp_path / f"sound{suffix}", audio=tone(), sample_rate=RATE))
     assert clip.frames is None and clip.frame_times is None
