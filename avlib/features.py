@@ -9,8 +9,13 @@ changes: stale features can never be read. Each entry also records its media
 file's size and sha256, checked when the cache is opened.
 
 Extraction shows progress, resumes where an interrupted run stopped (a shard is
-renamed into place before its index lines are written), and splits across
-processes with accelerate, each rank writing its own shards and index file:
+renamed into place before its index lines are written; a last index line torn
+by a crash is ignored, reported and cut off before the next append), and splits
+across processes with accelerate, each rank writing its own shards and index
+file. Writers never share a temporary name, a writer holds its rank's lock
+while it writes (a second extraction into the same folder waits, then finds
+the work done), and the index is checked again before each batch, so no media
+is encoded twice:
 
     accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m avlib.features --data data --out features
 """
@@ -18,9 +23,12 @@ processes with accelerate, each rank writing its own shards and index file:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
+import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,20 +109,33 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         spec_file = self.folder / "spec.json"
         if not spec_file.exists():
-            tmp = spec_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(spec), indent=1) + "\n")
-            os.replace(tmp, spec_file)
+            _write_atomically(spec_file, json.dumps(asdict(spec), indent=1) + "\n")
         self._handles: dict[str, object] = {}
+        self._entries: dict[str, dict] = {}
+        self._read_up_to: dict[str, int] = {}  # index file -> bytes of complete lines already parsed
 
     def entries(self) -> dict[str, dict]:
-        """media (relative to the data root) -> its index entry, merged over every rank's index."""
-        out = {}
+        """media (relative to the data root) -> its index entry, merged over every rank's index.
+
+        Reads only what was appended since the last call. A last line without
+        its newline (a writer mid-append, or one killed there) is not read.
+        """
         for index in sorted(self.folder.glob("index-*.jsonl")):
-            for line in index.read_text().splitlines():
+            done = self._read_up_to.get(index.name, 0)
+            with index.open("rb") as handle:
+                handle.seek(done)
+                new = handle.read()
+            complete = new[: new.rfind(b"\n") + 1]
+            for number, line in enumerate(complete.decode().splitlines()):
                 if line.strip():
-                    entry = json.loads(line)
-                    out[entry["media"]] = entry
-        return out
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{index}: line {number + 1} after byte {done} is not an index entry ({err}); "
+                                         f"delete {self.folder} and extract again") from None
+                    self._entries[entry["media"]] = entry
+            self._read_up_to[index.name] = done + len(complete)
+        return dict(self._entries)
 
     def relative(self, media: Path) -> str:
         return Path(media).resolve().relative_to(self.data_root.resolve()).as_posix()
@@ -136,11 +157,16 @@ class FeatureCache:
         audio = handle.get_tensor(entry["audio"]) if entry["audio"] else None
         return video, audio
 
+    def writer(self, rank: int) -> _RankLock:
+        """The lock a process holds while it writes rank `rank`'s shards and index: `with cache.writer(rank): ...`."""
+        return _RankLock(self.folder / f"rank-{rank:02d}.lock", self.folder / f"index-{rank:02d}.jsonl")
+
     def _next_shard(self, rank: int) -> int:
-        return len(list(self.folder.glob(f"shard-{rank:02d}-*.safetensors")))
+        numbers = [int(p.stem.split("-")[2]) for p in self.folder.glob(f"shard-{rank:02d}-*.safetensors")]
+        return max(numbers, default=-1) + 1
 
     def write(self, rank: int, items: Sequence[tuple[Path, torch.Tensor | None, torch.Tensor | None]]) -> None:
-        """Write one shard atomically, then its index lines."""
+        """Write one shard atomically, then its index lines. Call it holding `writer(rank)`."""
         name = f"shard-{rank:02d}-{self._next_shard(rank):05d}.safetensors"
         tensors, lines = {}, []
         for i, (media, video, audio) in enumerate(items):
@@ -154,7 +180,7 @@ class FeatureCache:
                 entry["audio_windows"] = audio.shape[0] // self.spec.num_audio_tokens
                 tensors[entry["audio"]] = audio.detach().cpu().float().contiguous()
             lines.append(json.dumps(entry))
-        tmp = self.folder / f".{name}.tmp"
+        tmp = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
         save_file(tensors, tmp)
         os.replace(tmp, self.folder / name)
         with (self.folder / f"index-{rank:02d}.jsonl").open("a") as index:
@@ -187,14 +213,27 @@ def extract(
     world_size: int = 1,
     progress: bool = True,
 ) -> int:
-    """Encode the media files not yet cached (this rank's share); returns how many were encoded."""
+    """Encode the media files not yet cached (this rank's share); returns how many were encoded.
+
+    Holds this rank's writer lock throughout; before each batch, drops what
+    another writer has indexed in the meantime.
+    """
+    with cache.writer(rank):
+        return _extract(model, media, cache, batch_size, shard_size, rank, world_size, progress)
+
+
+def _extract(model, media, cache, batch_size, shard_size, rank, world_size, progress) -> int:
     done = set(cache.entries())
     todo = sorted({Path(m) for m in media if cache.relative(m) not in done}, key=str)[rank::world_size]
     device = next(model.parameters()).device
     pending, encoded = [], 0
     bar = tqdm(total=len(todo), desc=f"features (rank {rank})", disable=not progress)
     for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+        done = set(cache.entries())
+        chunk = [path for path in todo[start : start + batch_size] if cache.relative(path) not in done]
+        bar.update(min(batch_size, len(todo) - start) - len(chunk))
+        if not chunk:
+            continue
         loaded = [load_media(path, cache.spec.num_frames, cache.spec.frame_size, cache.spec.sample_rate) for path in chunk]
         videos = [None if frames is None else torch.from_numpy(frames).to(device) for frames, _ in loaded]
         audios = [None if audio is None else torch.from_numpy(audio).to(device) for _, audio in loaded]
@@ -209,6 +248,41 @@ def extract(
         cache.write(rank, pending)
     bar.close()
     return encoded
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary name no other process uses, then rename into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _RankLock:
+    """An exclusive lock on one rank's shards and index, held across processes (flock).
+
+    On entry it also cuts off a torn last index line (a writer killed
+    mid-append) so the next append starts on a line of its own; it says so.
+    """
+
+    def __init__(self, lock_path: Path, index: Path):
+        self.lock_path, self.index, self._handle = lock_path, index, None
+
+    def __enter__(self) -> _RankLock:
+        self._handle = self.lock_path.open("a")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        if self.index.is_file():
+            data = self.index.read_bytes()
+            keep = data.rfind(b"\n") + 1
+            if keep < len(data):
+                warnings.warn(f"{self.index}: ignoring a torn last line of {len(data) - keep} bytes "
+                              "(an extraction was interrupted mid-write); its media will be encoded again", stacklevel=3)
+                with self.index.open("r+b") as handle:
+                    handle.truncate(keep)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
 
 
 class FeatureDataset(Dataset):

@@ -110,3 +110,58 @@ def test_two_processes_fill_one_index(small_params, small_corpus, small_foundati
     for media, entry in cache.entries().items():
         for a, b in zip(cache.load(entry), single.load(single.entries()[media])):
             assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
+
+
+def _extract_in_child(model, media, root, spec, corpus, rank, world_size):
+    torch.set_num_threads(1)
+    extract(model, media, FeatureCache(root, spec, corpus), batch_size=4, shard_size=3, rank=rank,
+            world_size=world_size, progress=False)
+
+
+def _run_together(jobs):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_extract_in_child, args=job) for job in jobs]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0, f"an extraction process failed (exit code {process.exitcode})"
+
+
+def _index_lines(folder: Path) -> list[str]:
+    return [line for index in folder.glob("index-*.jsonl") for line in index.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_concurrent_extractions_race_on_nothing_and_encode_nothing_twice(model, small_params, small_corpus, tmp_path):
+    """Two ranks of one extraction 20 times over, then two whole extractions into one folder 5 times over."""
+    spec, media = _spec(model, small_params), corpus_media(small_corpus)
+    for round_ in range(25):
+        root = tmp_path / f"round{round_}"
+        world = 2 if round_ < 20 else 1  # two ranks of one run, or two runs of one rank each
+        _run_together([(model, media, root, spec, small_corpus, rank if world == 2 else 0, world) for rank in range(2)])
+        cache = FeatureCache(root, spec, small_corpus)
+        lines = _index_lines(cache.folder)
+        assert len(lines) == len(media), f"round {round_}: {len(lines)} index lines for {len(media)} media"
+        assert set(cache.entries()) == {cache.relative(m) for m in media}
+        assert not list(cache.folder.glob("*.tmp")) and not list(cache.folder.glob(".*.tmp"))
+        for entry in cache.entries().values():
+            video, audio = cache.load(entry)  # every line points at a shard that holds its tensors
+            assert video is not None or audio is not None
+
+
+def test_a_torn_last_index_line_is_ignored_reported_and_cut(model, small_params, small_corpus, tmp_path):
+    cache = FeatureCache(tmp_path, _spec(model, small_params), small_corpus)
+    media = corpus_media(small_corpus)
+    extract(model, media[:4], cache, shard_size=2, progress=False)
+    index = cache.folder / "index-00.jsonl"
+    with index.open("a") as handle:  # a crash in the middle of an append
+        handle.write('{"media": "clips/half')
+    reopened = FeatureCache(tmp_path, _spec(model, small_params), small_corpus)
+    assert len(reopened.entries()) == 4
+    with pytest.warns(UserWarning, match="index-00.jsonl: ignoring a torn last line"):
+        assert extract(model, media[:6], reopened, progress=False) == 2
+    assert len(_index_lines(cache.folder)) == 6
+    assert len(FeatureCache(tmp_path, _spec(model, small_params), small_corpus).entries()) == 6
