@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Create or update the virtual environment at $1 from requirements.lock.
 # Idempotent: when the lock's digest matches the one recorded in the
-# environment, nothing is installed. The repository is put on the
-# environment's path with a .pth file (rewritten every time, so one
-# environment can serve several clones, as CI's does).
+# environment, nothing is installed. The environment names no clone: a
+# start-up hook puts the clone that holds the current folder on the path, so
+# one environment serves several clones (as CI's does) and `python`, `avlib`
+# and the notebooks' kernel each run the code of the clone they start in.
 set -euo pipefail
 venv=${1:?usage: tools/venv.sh VENV}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,9 +26,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "$digest" > "$stamp"
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$root" > "$site/avgrounding.pth"
+rm -f "$site/avgrounding.pth"  # an older version named one clone there
+cp "$root/tools/avgrounding_clone.py" "$site/avgrounding_clone.py"
+echo "import avgrounding_clone" > "$site/avgrounding_clone.pth"
 # The command line, `avlib ask VIDEO "question"`, without installing the package.
-printf '#!/bin/sh\nexec "%s/bin/python" -m avlib "$@"\n' "$(cd "$venv" && pwd)" > "$venv/bin/avlib"
+python_bin="$(cd "$venv" && pwd -P)/bin/python"
+{
+  echo "#!$python_bin"
+  echo "import sys"
+  echo "import avgrounding_clone"
+  echo "if avgrounding_clone.root is None:"
+  echo "    sys.exit('avlib: run it inside a clone of avgrounding (no avlib/ and dvc.yaml in this folder or above it)')"
+  echo "from avlib.cli import main"
+  echo "sys.exit(main())"
+} > "$venv/bin/avlib"
 chmod +x "$venv/bin/avlib"
 # papermill runs notebooks with the kernel named python3: make it this venv's.
 "$venv/bin/python" -m ipykernel install --prefix "$venv" --name python3 >/dev/null
