@@ -23,9 +23,11 @@ def _runs(root: Path, model: str) -> list[Path]:
 
 def _load(args):
     from avlib.config import load_params
+    from avlib.runtime import configure
     from avlib.train import load_trained_model
 
     params = load_params(args.params)
+    configure(params.runtime)
     runs = _runs(Path(args.runs), args.model)
     missing = [str(r) for r in runs if not (r / "parts.json").is_file()]
     if missing:

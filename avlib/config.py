@@ -202,11 +202,22 @@ class CorpusConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How the CPU computes (avlib.runtime): the same bits on every machine, or the fastest kernels."""
+
+    # avx2: every x86-64 CPU runs the same AVX2 kernels (PyTorch, oneDNN, MKL), so results do not
+    # depend on the machine; native: each library picks the widest its CPU has (AVX-512 ...).
+    cpu_kernels: Literal["avx2", "native"] = "avx2"
+    threads: int = 2  # intra-op CPU threads; reductions split by thread count, so it is pinned too. 0: library default
+
+
+@dataclass
 class Params:
     """The whole of params.yaml."""
 
     profile: Literal["tiny", "smoke", "paper"] = "tiny"
     seed: int = 0
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     foundation: FoundationConfig = field(default_factory=FoundationConfig)

@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from avlib.config import load_params
     from avlib.foundation import load_foundation_model
+    from avlib.runtime import configure
     from avlib.train import open_cache
 
     parser = argparse.ArgumentParser(description="Fill the feature cache (run under `accelerate launch` for several processes).")
@@ -342,8 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="features")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
-    state = PartialState(cpu=not torch.cuda.is_available())
     params = load_params(args.params)
+    configure(params.runtime)
+    state = PartialState(cpu=not torch.cuda.is_available())
     model = load_foundation_model(params, args.foundation).to(state.device).eval()
     cache = open_cache(params, model, args.data, args.out)
     extract(model, corpus_media(args.data), cache, args.batch_size, rank=state.process_index,

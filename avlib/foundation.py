@@ -471,10 +471,10 @@ def build_foundation(params: Params, data_root: str | Path, out: str | Path, log
             "phi": {"path": PHI_DIR, "sha256": digest(out / PHI_DIR)},
         },
         "scores": {"whisper": whisper_scores, "siglip": siglip_scores, "phi": phi_scores},
-        "seconds": {**{k: round(v, 1) for k, v in timings.items()}, "total_s": round(time.monotonic() - start, 1)},
-    }
+    }  # no timings: this file's hash, like the weights', should mean "the same models"
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     save_config(params, out)
+    log("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f", total {time.monotonic() - start:.0f}")
     return manifest
 
 

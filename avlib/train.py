@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from avlib.config import load_params
+    from avlib.runtime import configure
 
     parser = argparse.ArgumentParser(prog="python -m avlib.train", description=main.__doc__)
     parser.add_argument("--stage", required=True, choices=sorted(STAGE_SPLITS))
@@ -352,7 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--init-from", nargs="*", default=[])
     args = parser.parse_args(argv)
-    result = run_stage(load_params(args.params), args.stage, args.data, args.foundation, args.features, args.out,
+    params = load_params(args.params)
+    configure(params.runtime)
+    result = run_stage(params, args.stage, args.data, args.foundation, args.features, args.out,
                        use_audio=args.variant == "av", init_from=args.init_from)
     print(json.dumps({"stage": args.stage, "variant": args.variant, "final_loss": result.final_loss, "seconds": result.seconds}))
 

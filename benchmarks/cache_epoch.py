@@ -20,6 +20,7 @@ import torch
 from avlib.config import load_params
 from avlib.datasets import MediaDataset, collate_media
 from avlib.features import FeatureDataset
+from avlib.runtime import configure
 from avlib.train import batch_indices, load_trained_model, open_cache, stage_examples
 
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="examples to train on (default: one whole epoch)")
     args = parser.parse_args()
     params = load_params(args.params)
+    configure(params.runtime)
     model = load_trained_model(params, args.foundation, [])
     model.configure_training("finetune", params.finetune.lora)
     cache = open_cache(params, model, args.data, args.features)

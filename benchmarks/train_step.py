@@ -3,7 +3,9 @@
 Prints seconds per step, samples/s and peak memory, for a step from cached features and
 for a step that also runs the frozen encoders on already decoded media, side by side.
 
-    python benchmarks/train_step.py [--steps 20] [--batch 8] [--device cpu]
+    python benchmarks/train_step.py [--steps 20] [--batch 8] [--device cpu] [--cpu-kernels avx2|native]
+
+The CPU kernels and threads are params.yaml's `runtime` unless --cpu-kernels says otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from avlib.config import load_params
 from avlib.model import build_model
+from avlib.runtime import configure
 from avlib.tokenizer import train_tokenizer
 
 WORDS = "the a red blue green circle square triangle moves left right up down says beep siren knock chime hum".split()
@@ -30,9 +33,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cpu-kernels", choices=("avx2", "native"), help="default: params.yaml's runtime.cpu_kernels")
     args = parser.parse_args()
 
     params = load_params()
+    if args.cpu_kernels:
+        params.runtime.cpu_kernels = args.cpu_kernels
+    configure(params.runtime)
     cfg = params.model
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS, 8)) for _ in range(2000)]
@@ -67,7 +74,8 @@ def main() -> None:
     model.train()
     tokens = model.collate([{"question": q, "answer": a, "video_features": v, "audio_features": au}
                             for (q, a), v, au in zip(questions, *cached)])["input_ids"].shape
-    print(f"device {args.device}, batch {args.batch}, sequence length {tokens[1]}, torch threads {torch.get_num_threads()}")
+    print(f"device {args.device}, batch {args.batch}, sequence length {tokens[1]}, torch threads {torch.get_num_threads()}, "
+          f"CPU kernels {torch.backends.cpu.get_cpu_capability()}")
     results = {}
     for from_raw in (False, True, False, True):  # interleaved, so drift hits both alike
         step(from_raw, cached)  # warm-up

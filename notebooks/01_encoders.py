@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,8 +43,10 @@ import torch
 
 from avlib.config import load_params
 from avlib.foundation import build_foundation, check_paper_models, load_foundation_model, require_corpus
+from avlib.runtime import configure as configure_runtime
 
 params = load_params(params_file)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
 print(f"profile: {params.profile}, builder: {params.model.builder}")
 
 # %% [markdown]
@@ -89,7 +93,6 @@ if params.model.builder == "paper":
     manifest = check_paper_models(params, foundation_dir)
 else:
     manifest = build_foundation(params, data_dir, foundation_dir)
-print(json.dumps(manifest.get("seconds", {}), indent=1))
 
 # %% [markdown]
 # ## What they learned, against chance

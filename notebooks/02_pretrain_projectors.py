@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,11 +37,13 @@ import pandas as pd
 
 from avlib.config import load_params
 from avlib.datasets import read_corpus_split
+from avlib.features import FeatureDataset
+from avlib.runtime import configure as configure_runtime
 from avlib.template import IGNORE_INDEX
 from avlib.train import load_trained_model, open_cache, run_stage
-from avlib.features import FeatureDataset
 
 params = load_params(params_file)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
 
 # %% [markdown]
 # ## One training example, token by token

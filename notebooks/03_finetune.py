@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,11 +42,13 @@ import pandas as pd
 
 from avlib.config import load_params
 from avlib.features import FeatureDataset
+from avlib.runtime import configure as configure_runtime
 from avlib.train import load_trained_model, open_cache, run_stage, stage_examples
 
 if variant not in ("av", "vision_only"):
     raise ValueError(f"variant must be 'av' or 'vision_only', got {variant!r}")
 params = load_params(params_file)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
 use_audio = variant == "av"
 pretrained = [Path(pretrain_dir) / "audio" / "final", Path(pretrain_dir) / "vision" / "final"]
 
@@ -84,7 +88,7 @@ del model
 
 # %% [markdown]
 # ## Train
-
+#
 #
 # In this kernel by default. With `launch` set to an accelerate configuration, the same function
 # runs as separate processes (one per GPU); this notebook waits for them and stays the record.

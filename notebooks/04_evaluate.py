@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,12 +42,14 @@ from pathlib import Path
 from IPython.display import Image, Markdown, display
 
 from avlib.config import load_params
-from avlib.judge import ChatJudge, ReferenceJudge
 from avlib.evaluate import run_study
+from avlib.judge import ChatJudge, ReferenceJudge
 from avlib.plots import save_figures
+from avlib.runtime import configure as configure_runtime
 from avlib.train import load_trained_model, open_cache
 
 params = load_params(params_file)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
 runs = Path(runs_dir)
 pretrained = [runs / "pretrain" / "audio" / "final", runs / "pretrain" / "vision" / "final"]
 models = {

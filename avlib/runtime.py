@@ -1,0 +1,59 @@
+"""The CPU's arithmetic, pinned so that a run gives the same bits on any x86-64 machine.
+
+PyTorch, oneDNN and MKL each pick kernels for the CPU they find: AVX-512 where
+it exists, AVX2 elsewhere. Those kernels sum in different orders and round
+differently, and so does a reduction split over a different number of
+threads; a miniature model trained for minutes ends up with different weights,
+and every number after it moves. `configure` pins all of it (measured: the
+ATen capability, oneDNN's ISA, MKL's code path and the thread count each
+change the trained weights on their own):
+
+* ATEN_CPU_CAPABILITY=avx2: PyTorch's own vectorised kernels;
+* ONEDNN_MAX_CPU_ISA=AVX2: oneDNN's JIT kernels (convolutions);
+* MKL_CBWR=AVX2: MKL's conditional numerical reproducibility mode;
+* a fixed intra-op thread count.
+
+Each library reads its setting once, at its first use: call `configure` at the
+start of a process, before any tensor is computed. It checks what it can and
+raises if it was called too late.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from avlib.config import RuntimeConfig
+
+PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def configure(runtime: RuntimeConfig) -> None:
+    """Pin the CPU kernels and threads as `runtime` says (params.yaml's `runtime` section)."""
+    if runtime.threads < 0:
+        raise ValueError(f"runtime.threads must be 0 (the library's default) or more, got {runtime.threads}")
+    if runtime.cpu_kernels == "avx2":
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            raise RuntimeError(f"runtime.cpu_kernels: avx2 pins x86-64 kernels, but this is {platform.machine()}; "
+                               "set runtime.cpu_kernels: native (results will differ from an x86-64 run)")
+        os.environ.update(PINNED)
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability != "AVX2":
+            raise RuntimeError(
+                f"PyTorch runs {capability} kernels, not AVX2: either this CPU lacks AVX2 (set runtime.cpu_kernels: "
+                "native; results will differ from the committed run), or a tensor was computed before "
+                "avlib.runtime.configure (call it first thing in the process)"
+            )
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+
+
+def describe() -> dict:
+    """What this process computes with: for a run's record."""
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        **{name: os.environ.get(name) for name in PINNED},
+    }

@@ -1,0 +1,77 @@
+"""The tiny study's arithmetic does not depend on the CPU: avlib.runtime pins kernels and threads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import SMALL_PARAMS
+
+# Stage 1's three miniature trainings, 30 steps each, in a fresh process (each library picks its
+# kernels once per process); prints the sha256 of each saved model.
+TRAIN = """
+import copy, json, sys
+from pathlib import Path
+from avlib.config import Params, RuntimeConfig, from_dict
+from avlib.runtime import configure
+configure(RuntimeConfig(cpu_kernels=sys.argv[3], threads=2))
+from avlib.foundation import build_foundation
+params = json.loads(sys.argv[1])
+for name in ("whisper", "siglip", "phi"):
+    params["foundation"][name]["steps"] = 30
+manifest = build_foundation(from_dict(Params, params), sys.argv[2], Path(sys.argv[4]), log=lambda *a: None)
+print(json.dumps({k: v["sha256"] for k, v in manifest["checkpoints"].items()}))
+"""
+
+# What an AVX2-only x86-64 machine looks like to each library.
+AVX2_MACHINE = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+NATIVE = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OMP_NUM_THREADS")
+
+
+def train(tmp_path, corpus, kernels: str, machine: dict, name: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in NATIVE} | machine
+    out = subprocess.run([sys.executable, "-c", TRAIN, json.dumps(SMALL_PARAMS), str(corpus), kernels, str(tmp_path / name)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def has_avx512() -> bool:
+    return "avx512f" in open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_avx512(), reason="needs a CPU with AVX-512 to compare two dispatch settings")
+def test_pinned_kernels_train_the_same_bits_whatever_the_cpu_offers(tmp_path, small_corpus):
+    avx512_machine = train(tmp_path, small_corpus, "avx2", {}, "a")
+    avx2_machine = train(tmp_path, small_corpus, "avx2", AVX2_MACHINE, "b")
+    assert avx512_machine == avx2_machine
+    # and the test can fail: unpinned, the two machines train different weights
+    assert train(tmp_path, small_corpus, "native", {}, "c") != train(tmp_path, small_corpus, "native", AVX2_MACHINE, "d")
+
+
+def test_configure_refuses_to_pin_after_kernels_were_chosen():
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        pytest.skip("this process already runs AVX2 kernels")
+    code = ("import torch; torch.ones(8).sum(); from avlib.config import RuntimeConfig; from avlib.runtime import configure; "
+            "configure(RuntimeConfig())")
+    env = {k: v for k, v in os.environ.items() if k not in NATIVE}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "a tensor was computed before avlib.runtime.configure" in out.stderr
+
+
+def test_threads_are_pinned_and_a_negative_count_is_refused():
+    from avlib.config import RuntimeConfig
+    from avlib.runtime import configure
+
+    before = torch.get_num_threads()
+    try:
+        configure(RuntimeConfig(cpu_kernels="native", threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="runtime.threads must be 0"):
+        configure(RuntimeConfig(cpu_kernels="native", threads=-1))
