@@ -87,7 +87,8 @@ class AudioEncoder(nn.Module):
         if sum(counts) == 0:
             return [None] * len(clips)
         windows = torch.cat([self.windows(a) for a, n in zip(clips, counts) if n])  # (ΣW, window_samples)
-        hidden = self.encoder(log_mel(windows, self.n_mels))  # (ΣW, C, D)
+        mel = log_mel(windows, self.n_mels)  # in float32, as Whisper computes it; the encoder may run in bf16 on a GPU
+        hidden = self.encoder(mel.to(self.encoder.conv1.weight.dtype))  # (ΣW, C, D)
         pooled = F.adaptive_avg_pool1d(hidden.transpose(1, 2), self.num_audio_tokens).transpose(1, 2)  # (ΣW, N, D)
         out, start = [], 0
         for n in counts:

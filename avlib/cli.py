@@ -17,18 +17,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _runs(root: Path, model: str) -> list[Path]:
-    return [root / "pretrain" / "audio" / "final", root / "pretrain" / "vision" / "final", root / "finetune" / model / "final"]
-
-
 def _load(args):
     from avlib.config import load_params
     from avlib.runtime import configure
-    from avlib.train import load_trained_model
+    from avlib.train import load_trained_model, pretrained_parts
 
     params = load_params(args.params)
     configure(params.runtime)
-    runs = _runs(Path(args.runs), args.model)
+    runs = [*pretrained_parts(params, Path(args.runs) / "pretrain"), Path(args.runs) / "finetune" / args.model / "final"]
     missing = [str(r) for r in runs if not (r / "parts.json").is_file()]
     if missing:
         raise SystemExit(f"error: no trained model at {', '.join(missing)}; run the study first (make repro)")
@@ -62,6 +58,10 @@ def predict(args) -> int:
     from avlib.datasets import DataError, MediaDataset, collate_media, read_video_chatgpt
     from avlib.media import MediaError
 
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        print(f"error: {out.parent} does not exist; create it, or give --out a path in an existing folder", file=sys.stderr)
+        return 2
     params, model = _load(args)
     size = model.vision_encoder.image_size[0]  # the SigLIP input size, tiny or paper
     try:

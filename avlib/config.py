@@ -123,6 +123,10 @@ class PhiTraining:
 class FoundationConfig:
     """Stage 1 (tiny and smoke profiles): training the miniature foundation models."""
 
+    # false: the miniature models stay as initialised (seeded) and only the tokenizer learns, from the
+    # corpus text. Their recipes train on the synthetic corpus's labels; prepared real data has none,
+    # so paper-smoke, which checks the real data path, uses untrained encoders and says so.
+    train: bool = True
     whisper: WhisperTraining = field(default_factory=WhisperTraining)
     siglip: SiglipTraining = field(default_factory=SiglipTraining)
     phi: PhiTraining = field(default_factory=PhiTraining)
@@ -159,6 +163,11 @@ class PretrainConfig:
 
     audio: TrainingConfig = field(default_factory=TrainingConfig)
     vision: TrainingConfig = field(default_factory=TrainingConfig)
+    # false: the visual projector is not pretrained here (paper: Bunny's pretrained projector is loaded
+    # instead, model.paper.vision_projector); then no image-caption split is read.
+    train_vision_projector: bool = True
+    max_speech: int = 0  # speech-to-text examples drawn (seeded) for audio pretraining; 0: all (paper: 50K)
+    max_captions: int = 0  # audio-caption examples drawn likewise; 0: all (paper: 50K)
 
 
 @dataclass
@@ -191,6 +200,9 @@ class EvaluateConfig:
     bootstrap_resamples: int = 2000
     judge: Literal["reference", "chat"] = "reference"
     chat: ChatJudgeConfig = field(default_factory=ChatJudgeConfig)
+    # Read from data/benchmarks/<name>/. audio_aware: the synthetic one; music_avqa: its real counterpart.
+    benchmarks: list[Literal["audio_aware", "music_avqa", "video_chatgpt", "activitynet_qa"]] = field(
+        default_factory=lambda: ["audio_aware", "video_chatgpt"])
 
 
 @dataclass
@@ -215,7 +227,7 @@ class RuntimeConfig:
 class Params:
     """The whole of params.yaml."""
 
-    profile: Literal["tiny", "smoke", "paper"] = "tiny"
+    profile: Literal["tiny", "smoke", "paper", "paper-smoke"] = "tiny"
     seed: int = 0
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -336,15 +348,23 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def profile_params(name: str, profiles: str | Path = PROFILES_DIR) -> tuple[dict, Params]:
-    """The tiny defaults merged with profiles/<name>.yaml's overrides, as YAML data and validated."""
-    profiles = Path(profiles)
+def _profile_data(name: str, profiles: Path, seen: tuple[str, ...] = ()) -> dict:
+    """profiles/<name>.yaml merged over what it `extends` (default: tiny, the base of every profile)."""
     available = sorted(p.stem for p in profiles.glob("*.yaml"))
     if name not in available:
         raise ConfigError(f"unknown profile {name!r}; available: {', '.join(available)}")
-    data = yaml.safe_load((profiles / "tiny.yaml").read_text())
-    if name != "tiny":
-        data = deep_merge(data, yaml.safe_load((profiles / f"{name}.yaml").read_text()) or {})
+    if name in seen:
+        raise ConfigError(f"profiles/{name}.yaml: extends itself through {' -> '.join(seen)}")
+    data = yaml.safe_load((profiles / f"{name}.yaml").read_text()) or {}
+    if name == "tiny":
+        return data
+    base = data.pop("extends", "tiny")
+    return deep_merge(_profile_data(base, profiles, (*seen, name)), data)
+
+
+def profile_params(name: str, profiles: str | Path = PROFILES_DIR) -> tuple[dict, Params]:
+    """The tiny defaults merged with profiles/<name>.yaml's overrides (and those of the profile it extends), validated."""
+    data = _profile_data(name, Path(profiles))
     try:
         return data, from_dict(Params, data)
     except ConfigError as err:
@@ -369,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m avlib.config", description="Switch params.yaml to a profile, or check it.")
     commands = parser.add_subparsers(dest="command", required=True)
-    use = commands.add_parser("use", help="write params.yaml for a profile (tiny, smoke, paper)")
+    use = commands.add_parser("use", help="write params.yaml for a profile (tiny, smoke, paper, paper-smoke)")
     use.add_argument("profile")
     use.add_argument("--out", default="params.yaml")
     check = commands.add_parser("check", help="validate a parameter file")

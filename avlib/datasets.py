@@ -11,6 +11,7 @@ question needs. Readers:
     VideoInstruct-100K      read_videoinstruct(json, videos)  [{video_id, q, a}]
     Video-ChatGPT benchmark read_video_chatgpt(json, videos)  [{video_name, Q, A}] / [{video_name, Q1, Q2, A}]
     ActivityNet-QA          read_activitynet_qa(q_json, a_json, videos)
+    MUSIC-AVQA              read_music_avqa(json, video_folders) json_update/avqa-{train,val,test}.json
 
 `MediaDataset` loads an example's media (sampled frames, 16 kHz audio);
 `collate_media` encodes a batch with the model's frozen encoders and lays it out
@@ -19,8 +20,10 @@ through the chat template (`AVLM.collate`).
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,13 +114,18 @@ def read_corpus_split(root: str | Path, name: str) -> list[Example]:
     ]
 
 
-def read_audio_aware(path: str | Path, videos: str | Path) -> list[Example]:
-    """The audio-aware benchmark: [{video_name, Q, A, needs, kind}]."""
+def read_qa_benchmark(path: str | Path, videos: str | Path) -> list[Example]:
+    """A short-answer benchmark laid out as [{video_name, Q, A, needs?, kind?}]: the synthetic audio-aware one,
+    or a prepared MUSIC-AVQA or ActivityNet-QA test split."""
     path, videos = Path(path), Path(videos)
     examples = []
-    for i, r in enumerate(_load_json(path)):
-        _require(r, ("video_name", "Q", "A", "needs"), f"{path}[{i}]")
-        examples.append(Example(f"{r['video_name']}/{i}", find_video(videos, r["video_name"]), r["Q"], r["A"], r["needs"], r.get("kind", "")))
+    records = _load_json(path)
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a list of {{video_name, Q, A}} records, got a {type(records).__name__}")
+    for i, r in enumerate(records):
+        _require(r, ("video_name", "Q", "A"), f"{path}[{i}]")
+        examples.append(Example(f"{r['video_name']}/{i}", find_video(videos, r["video_name"]), r["Q"], str(r["A"]), r.get("needs"),
+                                r.get("kind", "")))
     return examples
 
 
@@ -223,10 +231,94 @@ def read_activitynet_qa(questions: str | Path, answers: str | Path, video_folder
             raise DataError(f"{q_path}[{i}]: question_id {r['question_id']!r} has no answer in {a_path}")
         name = r["video_name"] if r["video_name"].startswith("v_") else f"v_{r['video_name']}"
         question = r["question"].strip()
-        question = question[0].upper() + question[1:] + ("" if question.endswith("?") else "?")
-        examples.append(Example(r["question_id"], find_video(folder, name), question, answer_of[r["question_id"]]["answer"], None,
-                                f"activitynet-qa type {answer_of[r['question_id']].get('type', '?')}"))
+        if not question:
+            raise DataError(f"{q_path}[{i}]: question {r['question_id']!r} is empty")
+        # The question as the dataset gives it (lower case, no question mark): its published scores were made so.
+        examples.append(Example(r["question_id"], find_video(folder, name), question, str(answer_of[r["question_id"]]["answer"]),
+                                None, f"type {answer_of[r['question_id']].get('type', '?')}"))
     return examples
+
+
+# MUSIC-AVQA (Li et al., CVPR 2022): the modality in each record's `type` -> what the question needs.
+MUSIC_AVQA_NEEDS = {"Audio": "audio", "Visual": "visual", "Audio-Visual": "audio-visual"}
+MUSIC_AVQA_PROMPT = "Answer the question using a single word or phrase."
+_PLACEHOLDER = re.compile(r"<[^<>]*>")
+
+
+def music_avqa_question(record: dict, where: str) -> str:
+    """The question text with its <Object>-style placeholders filled from templ_values, in order."""
+    text = str(record["question_content"]).strip()
+    raw = record.get("templ_values") or "[]"
+    try:
+        values = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        try:  # the official loader reads it with ast.literal_eval: single quotes happen
+            values = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            raise DataError(f"{where}: templ_values {raw!r} is not a list") from None
+    holes = _PLACEHOLDER.findall(text)
+    if not isinstance(values, list) or len(values) < len(holes):
+        raise DataError(f"{where}: {len(holes)} placeholder(s) in {text!r} but templ_values is {raw!r}")
+    values = iter(values)
+    return _PLACEHOLDER.sub(lambda _: str(next(values)), text)
+
+
+def read_music_avqa(json_path: str | Path, video_folders: Sequence[str | Path]) -> list[Example]:
+    """MUSIC-AVQA annotations: [{video_id, question_id, type, question_content, templ_values, question_deleted, anser}].
+
+    `type` is a JSON list [modality, question kind]; modality Audio / Visual /
+    Audio-Visual becomes `needs`. Deleted questions (question_deleted != 0) are
+    left out. The question asks for a single word or phrase, as the answers are
+    (a closed set: yes/no, counts, instruments, left/right/middle, ...). Videos
+    are <video_id>.mp4 in the first of `video_folders` that has it.
+    """
+    path = Path(json_path)
+    folders = [Path(f) for f in video_folders]
+    records = _load_json(path)
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a list of question records, got a {type(records).__name__}")
+    examples = []
+    for i, r in enumerate(records):
+        where = f"{path}[{i}]"
+        _require(r, ("video_id", "question_id", "type", "question_content", "anser"), where)
+        if r.get("question_deleted", 0):
+            continue
+        try:
+            modality, kind = json.loads(r["type"]) if isinstance(r["type"], str) else r["type"]
+        except (json.JSONDecodeError, TypeError, ValueError):
+            raise DataError(f"{where}: type {r['type']!r} is not a JSON list [modality, kind]") from None
+        if modality not in MUSIC_AVQA_NEEDS:
+            raise DataError(f"{where}: modality {modality!r} is not one of {list(MUSIC_AVQA_NEEDS)}")
+        video_id = str(r["video_id"])
+        media = next((f / f"{video_id}.mp4" for f in folders if (f / f"{video_id}.mp4").is_file()), folders[0] / f"{video_id}.mp4")
+        question = f"{music_avqa_question(r, where)} {MUSIC_AVQA_PROMPT}"
+        examples.append(Example(str(r["question_id"]), media, question, str(r["anser"]), MUSIC_AVQA_NEEDS[modality], kind))
+    return examples
+
+
+def subsample(examples: list[Example], limit: int | None, seed: int, stratify: bool = False) -> list[Example]:
+    """A seeded draw of `limit` examples, in their original order.
+
+    stratify: draw from each `needs` group in proportion to its size (largest
+    remainders get the leftover places), so the subset keeps the modality mix.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be 1 or more, got {limit}")
+    if limit is None or limit >= len(examples):
+        return examples
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        keep = rng.choice(len(examples), size=limit, replace=False)
+    else:
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(examples):
+            groups.setdefault(str(e.needs), []).append(i)
+        exact = {g: limit * len(members) / len(examples) for g, members in groups.items()}
+        counts = {g: int(share) for g, share in exact.items()}
+        for g in sorted(exact, key=lambda g: exact[g] - counts[g], reverse=True)[: limit - sum(counts.values())]:
+            counts[g] += 1
+        keep = [i for g in sorted(groups) for i in rng.choice(groups[g], size=counts[g], replace=False)]
+    return [examples[i] for i in np.sort(np.asarray(keep, dtype=int))]
 
 
 # ------------------------------------------------------------------ loading

@@ -209,6 +209,41 @@ def accuracy_by(records: Sequence[dict], key: str = "needs", field: str = "corre
 # ------------------------------------------------------------------ the study
 
 VIDEO_CHATGPT_FILES = ("generic_qa", "temporal_qa", "consistency_qa")
+# Short-answer benchmarks, scored item by item and broken down by what a question needs and asks.
+QA_BENCHMARKS = ("audio_aware", "music_avqa")
+BENCHMARK_TITLES = {"audio_aware": "Audio-aware benchmark (synthetic)", "music_avqa": "MUSIC-AVQA (test)",
+                    "video_chatgpt": "Video-ChatGPT benchmark", "activitynet_qa": "ActivityNet-QA (test)"}
+# Where a benchmark's files come from, for the message when they are missing.
+BENCHMARK_SOURCES = {
+    "audio_aware": "the synthetic corpus has it: `python -m avlib.synth --params params.yaml --out data`",
+    "music_avqa": "`python -m avlib.prepare music-avqa --src DOWNLOADED_MUSIC_AVQA --out data`",
+    "video_chatgpt": "`python -m avlib.prepare video-chatgpt --src DOWNLOADED_BENCHMARK --out data` (the synthetic corpus has one too)",
+    "activitynet_qa": "`python -m avlib.prepare activitynet-qa --src DOWNLOADED_ACTIVITYNET_QA --out data`",
+}
+# Official prediction file names that Video-ChatGPT's evaluate_benchmark.sh reads from its PRED_DIR.
+OFFICIAL_PRED_FILES = {"correctness_pred": "generic_qa", "detailed_orientation_pred": "generic_qa", "contextual_pred": "generic_qa",
+                       "temporal_understanding_pred": "temporal_qa", "consistency_pred": "consistency_qa"}
+
+_DIGITS = {str(i): w for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))}
+
+
+def normalise_answer(text: str) -> str:
+    """A short answer as MUSIC-AVQA's closed set spells it: lower case, no punctuation or articles,
+    digits as words (2 -> two), spaces as underscores (acoustic guitar -> acoustic_guitar)."""
+    words = re.findall(r"[a-z0-9]+", text.lower().replace("_", " "))
+    words = [_DIGITS.get(w, w) for w in words if w not in ("a", "an", "the")]
+    return "_".join(words)
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Right when the normalised prediction is the normalised reference (the closed set's exact-match rule)."""
+    return normalise_answer(prediction) == normalise_answer(reference)
+
+
+def score_record(benchmark: str, record: dict, prediction: str) -> bool:
+    if benchmark == "music_avqa":
+        return exact_match(prediction, record["A"])
+    return is_correct(prediction, record["A"], record.get("kind", ""))
 
 
 def feature_items(examples, cache) -> list[dict]:
@@ -216,6 +251,16 @@ def feature_items(examples, cache) -> list[dict]:
 
     dataset = FeatureDataset(examples, cache)
     return [dataset[i] for i in range(len(dataset))]
+
+
+def benchmark_dir(data_root: Path, name: str) -> Path:
+    from avlib.datasets import DataError
+
+    folder = Path(data_root) / "benchmarks" / name
+    if not folder.is_dir():
+        raise DataError(f"{folder}: missing, but evaluate.benchmarks lists {name!r}; {BENCHMARK_SOURCES[name]}, "
+                        "or take it out of evaluate.benchmarks")
+    return folder
 
 
 def predict_video_chatgpt(model, bench_dir, videos_dir, cache, cfg) -> dict[str, list[dict]]:
@@ -235,71 +280,130 @@ def predict_video_chatgpt(model, bench_dir, videos_dir, cache, cfg) -> dict[str,
     return out
 
 
-def score_audio_aware(records: list[dict], answers: list[str]) -> list[dict]:
-    return [{**r, "pred": a, "correct": is_correct(a, r["A"], r.get("kind", ""))} for r, a in zip(records, answers)]
+def write_official_predictions(predictions: dict[str, list[dict]], folder: str | Path) -> Path:
+    """The five files, named as the official evaluate_benchmark.sh reads them from its PRED_DIR (no extension)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in OFFICIAL_PRED_FILES.items():
+        (folder / name).write_text(json.dumps(predictions[source], indent=1))
+    return folder
 
 
-def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progress: bool = False) -> dict:
-    """Evaluate the AV model and its vision-only twin; write predictions, metrics/study.json's content and a table.
-
-    models: {"av": AVLM, "vision_only": AVLM}. Returns the metrics.
-    """
-    from avlib.datasets import read_audio_aware
-    from avlib.judge import CRITERIA, ReferenceJudge, score_benchmark
+def evaluate_qa(benchmark: str, params, data_root: Path, models: dict, cache, out_dir: Path, progress: bool = False) -> dict:
+    """Both models on a short-answer benchmark: accuracy by needs and by kind, paired CIs, and the AV model's ablations."""
+    from avlib.datasets import read_qa_benchmark
 
     cfg = params.evaluate
-    data_root, out_dir = Path(data_root), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    judge = judge or ReferenceJudge()
-    aware_path = data_root / "benchmarks" / "audio_aware" / "qa.json"
-    aware_records = json.loads(aware_path.read_text())
-    aware_items = feature_items(read_audio_aware(aware_path, data_root / "clips"), cache)
-    metrics: dict = {"judge": judge.name, "items": {"audio_aware": len(aware_records)}}
-
+    path = benchmark_dir(data_root, benchmark) / "qa.json"
+    records = json.loads(path.read_text())
+    items = feature_items(read_qa_benchmark(path, data_root / "clips"), cache)
     scored = {}
     for name, model in models.items():
-        answers = generate_answers(model, aware_items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
-        scored[name] = score_audio_aware(aware_records, answers)
-        (out_dir / f"audio_aware_{name}.json").write_text(json.dumps(scored[name], indent=1))
-    needs = sorted({r["needs"] for r in aware_records})
-    aware = {name: accuracy_by(records) for name, records in scored.items()}
-    aware["difference"] = {
-        n: paired_bootstrap(correct_where(scored["av"], n), correct_where(scored["vision_only"], n),
-                            cfg.bootstrap_resamples, params.seed)
+        answers = generate_answers(model, items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
+        scored[name] = [{**r, "pred": a, "correct": score_record(benchmark, r, a)} for r, a in zip(records, answers)]
+        (out_dir / f"{benchmark}_{name}.json").write_text(json.dumps(scored[name], indent=1))
+    needs = sorted({r["needs"] for r in records})
+    result: dict = {name: accuracy_by(rows) for name, rows in scored.items()}
+    result["by_kind"] = {name: accuracy_by(rows, "kind") for name, rows in scored.items()}
+    result["items"] = {n: len(correct_where(scored["av"], n)) for n in needs}
+    result["difference"] = {
+        n: paired_bootstrap(correct_where(scored["av"], n), correct_where(scored["vision_only"], n), cfg.bootstrap_resamples, params.seed)
         for n in needs
     }
     neutral = Neutral(models["av"], params.model.vision.num_frames, cache.spec.frame_size)
     ablations = {}
     for ablation in ABLATIONS[1:]:
-        answers = generate_answers(models["av"], ablate(aware_items, ablation, neutral, params.seed), cfg.batch_size,
+        answers = generate_answers(models["av"], ablate(items, ablation, neutral, params.seed), cfg.batch_size,
                                    cfg.max_new_tokens, cfg.temperature, progress)
-        records = score_audio_aware(aware_records, answers)
-        accuracy = accuracy_by(records)
+        rows = [{**r, "correct": score_record(benchmark, r, a)} for r, a in zip(records, answers)]
+        accuracy = accuracy_by(rows)
         ablations[ablation] = {"accuracy": accuracy,
-                               "delta": {n: accuracy[n] - aware["av"][n] for n in needs},
-                               "delta_ci": {n: paired_bootstrap(correct_where(records, n), correct_where(scored["av"], n),
+                               "delta": {n: accuracy[n] - result["av"][n] for n in needs},
+                               "delta_ci": {n: paired_bootstrap(correct_where(rows, n), correct_where(scored["av"], n),
                                                                 cfg.bootstrap_resamples, params.seed)["ci"] for n in needs}}
-    aware["ablations"] = ablations
-    metrics["audio_aware"] = aware
+    result["ablations"] = ablations
+    return result
 
-    bench_dir = data_root / "benchmarks" / "video_chatgpt"
+
+def evaluate_video_chatgpt(params, data_root: Path, models: dict, cache, out_dir: Path, judge, progress: bool = False) -> dict:
+    """Both models' predictions in the official formats (and file names), scored on the five criteria by `judge`."""
+    from avlib.judge import CRITERIA, score_benchmark
+
+    cfg = params.evaluate
+    bench_dir = benchmark_dir(data_root, "video_chatgpt")
     judged = {}
     for name, model in models.items():
         predictions = predict_video_chatgpt(model, bench_dir, data_root / "clips", cache, cfg)
         for file, records in predictions.items():
             (out_dir / f"video_chatgpt_{name}_{file}.json").write_text(json.dumps(records, indent=1))
+        write_official_predictions(predictions, out_dir / "video_chatgpt_official" / name)
         judged[name] = score_benchmark(judge, predictions, progress)
-    chat = {}
+    result: dict = {}
     for name, scores in judged.items():
-        chat[name] = {c: float(np.mean([s for s in scores[c] if s is not None])) if any(s is not None for s in scores[c]) else None
-                      for c in CRITERIA}
-    chat["difference"] = {}
+        result[name] = {c: float(np.mean([s for s in scores[c] if s is not None])) if any(s is not None for s in scores[c]) else None
+                        for c in CRITERIA}
+    result["difference"] = {}
     for c in CRITERIA:
         pairs = [(a, b) for a, b in zip(judged["av"][c], judged["vision_only"][c]) if a is not None and b is not None]
         if pairs:
-            chat["difference"][c] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs], cfg.bootstrap_resamples, params.seed)
-    metrics["video_chatgpt"] = chat
-    metrics["items"]["video_chatgpt"] = {f: len(json.loads((bench_dir / f"{f}.json").read_text())) for f in VIDEO_CHATGPT_FILES}
+            result["difference"][c] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs], cfg.bootstrap_resamples, params.seed)
+    result["items"] = {f: len(json.loads((bench_dir / f"{f}.json").read_text())) for f in VIDEO_CHATGPT_FILES}
+    return result
+
+
+def evaluate_activitynet_qa(params, data_root: Path, models: dict, cache, out_dir: Path, judge, progress: bool = False) -> dict:
+    """Both models on ActivityNet-QA, judged the benchmark's way: yes/no and a 0-5 score per item; accuracy and mean score."""
+    from avlib.datasets import read_qa_benchmark
+
+    cfg = params.evaluate
+    path = benchmark_dir(data_root, "activitynet_qa") / "qa.json"
+    records = json.loads(path.read_text())
+    items = feature_items(read_qa_benchmark(path, data_root / "clips"), cache)
+    judged = {}
+    for name, model in models.items():
+        answers = generate_answers(model, items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
+        predictions = [{"video_name": r["video_name"], "Q": r["Q"], "A": r["A"], "pred": a, "question_id": r.get("question_id")}
+                       for r, a in zip(records, answers)]
+        (out_dir / f"activitynet_qa_{name}.json").write_text(json.dumps(predictions, indent=1))  # the official format
+        judged[name] = [judge.judge_qa(p["Q"], p["A"], p["pred"]) for p in predictions]
+    result: dict = {}
+    for name, verdicts in judged.items():
+        scored = [v for v in verdicts if v is not None]
+        result[name] = {"accuracy": float(np.mean([v[0] == "yes" for v in scored])) if scored else None,
+                        "score": float(np.mean([v[1] for v in scored])) if scored else None,
+                        "scored": len(scored), "failed": len(verdicts) - len(scored)}
+    pairs = [(a, b) for a, b in zip(judged["av"], judged["vision_only"]) if a is not None and b is not None]
+    result["difference"] = {}
+    if pairs:
+        result["difference"] = {
+            "accuracy": paired_bootstrap([a[0] == "yes" for a, _ in pairs], [b[0] == "yes" for _, b in pairs], cfg.bootstrap_resamples, params.seed),
+            "score": paired_bootstrap([a[1] for a, _ in pairs], [b[1] for _, b in pairs], cfg.bootstrap_resamples, params.seed),
+        }
+    result["items"] = len(records)
+    return result
+
+
+def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progress: bool = False) -> dict:
+    """Evaluate the AV model and its vision-only twin on every benchmark in evaluate.benchmarks.
+
+    models: {"av": AVLM, "vision_only": AVLM}. Writes predictions and results.md
+    under out_dir; returns the metrics (metrics/study.json's content).
+    """
+    from avlib.judge import ReferenceJudge
+
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    judge = judge or ReferenceJudge()
+    metrics: dict = {"judge": judge.name, "benchmarks": list(params.evaluate.benchmarks)}
+    for name in params.evaluate.benchmarks:
+        if name in QA_BENCHMARKS:
+            metrics[name] = evaluate_qa(name, params, data_root, models, cache, out_dir, progress)
+        elif name == "video_chatgpt":
+            metrics[name] = evaluate_video_chatgpt(params, data_root, models, cache, out_dir, judge, progress)
+        elif name == "activitynet_qa":
+            metrics[name] = evaluate_activitynet_qa(params, data_root, models, cache, out_dir, judge, progress)
+        else:
+            raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join([*QA_BENCHMARKS, 'video_chatgpt', 'activitynet_qa'])}")
     if hasattr(judge, "stats"):
         metrics["judge_stats"] = {k: v for k, v in vars(judge.stats).items() if k != "failed_items"}
     (out_dir / "results.md").write_text(results_table(metrics))
@@ -307,20 +411,38 @@ def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progr
 
 
 def results_table(metrics: dict) -> str:
-    """The study's results as markdown."""
-    aware, chat = metrics["audio_aware"], metrics["video_chatgpt"]
-    lines = ["### Audio-aware benchmark: accuracy by what the question needs", "",
-             "| needs | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
-    for n, diff in aware["difference"].items():
-        lines.append(f"| {n} | {aware['av'][n]:.3f} | {aware['vision_only'][n]:.3f} | "
-                     f"{diff['mean']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] |")
-    lines += ["", "### Ablations of the audio-visual model (change in accuracy)", "",
-              "| ablation | " + " | ".join(aware["difference"]) + " |", "|---|" + "---|" * len(aware["difference"])]
-    for ablation, values in aware["ablations"].items():
-        lines.append(f"| {ablation.replace('_', ' ')} | " + " | ".join(f"{values['delta'][n]:+.3f}" for n in aware["difference"]) + " |")
-    lines += ["", f"### Video-ChatGPT benchmark, five criteria (0-5, judge: {metrics['judge']})", "",
-              "| criterion | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
-    for c, diff in chat["difference"].items():
-        lines.append(f"| {c} | {chat['av'][c]:.2f} | {chat['vision_only'][c]:.2f} | "
-                     f"{diff['mean']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}] |")
-    return "\n".join(lines) + "\n"
+    """The study's results as markdown, one section per benchmark."""
+    lines: list[str] = []
+    for name in metrics["benchmarks"]:
+        result, title = metrics[name], BENCHMARK_TITLES[name]
+        if name in QA_BENCHMARKS:
+            needs = list(result["difference"])
+            lines += [f"### {title}: accuracy by what the question needs", "",
+                      "| needs | items | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|---|"]
+            for n in needs:
+                diff = result["difference"][n]
+                lines.append(f"| {n} | {result['items'][n]} | {result['av'][n]:.3f} | {result['vision_only'][n]:.3f} | "
+                             f"{diff['mean']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] |")
+            lines += ["", f"### {title}: accuracy by what is asked", "", "| kind | audio-visual model | vision-only twin |", "|---|---|---|"]
+            for kind, value in result["by_kind"]["av"].items():
+                lines.append(f"| {kind} | {value:.3f} | {result['by_kind']['vision_only'][kind]:.3f} |")
+            lines += ["", f"### {title}: ablations of the audio-visual model (change in accuracy)", "",
+                      "| ablation | " + " | ".join(needs) + " |", "|---|" + "---|" * len(needs)]
+            for ablation, values in result["ablations"].items():
+                lines.append(f"| {ablation.replace('_', ' ')} | " + " | ".join(f"{values['delta'][n]:+.3f}" for n in needs) + " |")
+        elif name == "video_chatgpt":
+            lines += [f"### {title}, five criteria (0-5, judge: {metrics['judge']})", "",
+                      "| criterion | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
+            for c, diff in result["difference"].items():
+                lines.append(f"| {c} | {result['av'][c]:.2f} | {result['vision_only'][c]:.2f} | "
+                             f"{diff['mean']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}] |")
+        else:
+            lines += [f"### {title} (judge: {metrics['judge']})", "",
+                      "| measure | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
+            for measure, digits in (("accuracy", 3), ("score", 2)):
+                diff = result["difference"].get(measure)
+                ci = f"{diff['mean']:+.{digits}f} [{diff['ci'][0]:+.{digits}f}, {diff['ci'][1]:+.{digits}f}]" if diff else "n/a"
+                values = [result[m][measure] for m in ("av", "vision_only")]
+                lines.append(f"| {measure} | " + " | ".join("n/a" if v is None else f"{v:.{digits}f}" for v in values) + f" | {ci} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -57,6 +57,7 @@ class FeatureSpec:
     n_mels: int
     feature_layer: int
     sample_rate: int = 16000
+    compute_dtype: str = "float32"  # what the encoders computed in: bfloat16 on a GPU gives other features
     version: int = FORMAT_VERSION
 
     @property
@@ -73,9 +74,10 @@ def module_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def spec_for(model, num_frames: int, frame_size: int, feature_layer: int) -> FeatureSpec:
+def spec_for(model, num_frames: int, frame_size: int, feature_layer: int, compute_dtype: str = "float32") -> FeatureSpec:
     audio = model.audio_encoder
     return FeatureSpec(
+        compute_dtype=compute_dtype,
         audio_encoder=module_digest(audio),
         vision_encoder=module_digest(model.vision_encoder),
         num_frames=num_frames,
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from avlib.config import load_params
     from avlib.foundation import load_foundation_model
-    from avlib.runtime import configure
+    from avlib.runtime import configure, for_inference
     from avlib.train import open_cache
 
     parser = argparse.ArgumentParser(description="Fill the feature cache (run under `accelerate launch` for several processes).")
@@ -346,8 +348,9 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     configure(params.runtime)
     state = PartialState(cpu=not torch.cuda.is_available())
-    model = load_foundation_model(params, args.foundation).to(state.device).eval()
-    cache = open_cache(params, model, args.data, args.out)
+    model = load_foundation_model(params, args.foundation).eval()
+    cache = open_cache(params, model, args.data, args.out)  # the key hashes the weights as stored: before casting
+    model = for_inference(model)
     extract(model, corpus_media(args.data), cache, args.batch_size, rank=state.process_index,
             world_size=state.num_processes, progress=state.is_local_main_process)
     state.wait_for_everyone()

@@ -145,11 +145,10 @@ def chat_text(question: str, answer: str) -> str:
 
 def corpus_texts(root: Path, split: str = "train") -> list[str]:
     """The corpus text the tokenizer and the LLM learn from: QA in the chat template, transcripts, captions."""
-    if split == "train":
+    if split == "train":  # prepared real data has no image_captions split
         instructions = read_corpus_split(root, "video_instructions_train")
-        extra = [e.answer for e in read_corpus_split(root, "speech_to_text")]
-        extra += [e.answer for e in read_corpus_split(root, "audio_captions")]
-        extra += [e.answer for e in read_corpus_split(root, "image_captions")]
+        extra = [e.answer for name in ("speech_to_text", "audio_captions", "image_captions")
+                 if (root / "splits" / f"{name}.json").is_file() for e in read_corpus_split(root, name)]
     else:
         instructions, extra = read_corpus_split(root, "video_instructions_val"), []
     return [chat_text(e.question, e.answer) for e in instructions] + [t + END_OF_TURN for t in extra]
@@ -436,41 +435,50 @@ def train_phi(root: Path, params: Params, tokenizer, log=print) -> tuple[PhiForC
 
 
 def build_foundation(params: Params, data_root: str | Path, out: str | Path, log=print) -> dict:
-    """Stage 1 for the tiny and smoke profiles: train, score and save the miniature models."""
+    """Stage 1 for the tiny and smoke profiles: train, score and save the miniature models.
+
+    With foundation.train false the models are saved as initialised (seeded):
+    nothing in prepared real data labels what their recipes learn from.
+    """
     root, out = require_corpus(data_root, params.corpus), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     tokenizer = train_tokenizer(corpus_texts(root, "train"), params.model.tiny.vocab_size)
     tokenizer.save_pretrained(out / TOKENIZER_DIR)
     log(f"tokenizer: {len(tokenizer)} tokens")
-    timings = {}
-
-    t = time.monotonic()
-    speech_model, whisper_scores = train_whisper(root, params, tokenizer, log)
+    timings, scores = {}, {}
+    if params.foundation.train:
+        t = time.monotonic()
+        speech_model, scores["whisper"] = train_whisper(root, params, tokenizer, log)
+        timings["whisper"] = time.monotonic() - t
+        t = time.monotonic()
+        clip, scores["siglip"] = train_siglip(root, params, tokenizer, log)
+        timings["siglip"] = time.monotonic() - t
+        t = time.monotonic()
+        phi, scores["phi"] = train_phi(root, params, tokenizer, log)
+        timings["phi"] = time.monotonic() - t
+    else:
+        seed_everything(params.seed)
+        speech_model = WhisperWithHeads(whisper_dims(params.model, len(tokenizer))).whisper
+        clip = build_tiny_siglip(params.model)
+        phi = PhiForCausalLM(tiny_phi_config(params.model, len(tokenizer)))
+        log("foundation.train is false: the miniature Whisper, SigLIP and Phi are saved untrained (seeded initialisation)")
     save_whisper(speech_model, out / WHISPER_FILE)
-    timings["whisper_s"] = time.monotonic() - t
-
-    t = time.monotonic()
-    clip, siglip_scores = train_siglip(root, params, tokenizer, log)
     save_open_clip(clip, tiny_siglip_config(params.model), {"size": params.model.tiny.image_size, **SIGLIP_PREPROCESS}, out / SIGLIP_DIR)
-    timings["siglip_s"] = time.monotonic() - t
-
-    t = time.monotonic()
-    phi, phi_scores = train_phi(root, params, tokenizer, log)
     phi.save_pretrained(out / PHI_DIR)
     tokenizer.save_pretrained(out / PHI_DIR)
-    timings["phi_s"] = time.monotonic() - t
 
     manifest = {
         "profile": params.profile,
         "builder": "tiny",
+        "trained": params.foundation.train,
         "checkpoints": {
             "tokenizer": {"path": TOKENIZER_DIR, "sha256": digest(out / TOKENIZER_DIR)},
             "whisper": {"path": WHISPER_FILE, "sha256": digest(out / WHISPER_FILE)},
             "siglip": {"path": SIGLIP_DIR, "sha256": digest(out / SIGLIP_DIR)},
             "phi": {"path": PHI_DIR, "sha256": digest(out / PHI_DIR)},
         },
-        "scores": {"whisper": whisper_scores, "siglip": siglip_scores, "phi": phi_scores},
+        "scores": scores,
     }  # no timings: this file's hash, like the weights', should mean "the same models"
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     save_config(params, out)

@@ -25,6 +25,7 @@ mixed with a chat model's.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import http.client
 import json
@@ -37,7 +38,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avlib.evaluate import facts
+from avlib.evaluate import exact_match, facts
 
 CRITERIA = ("correctness", "detail", "context", "temporal", "consistency")
 # Which benchmark file each criterion is scored on.
@@ -87,6 +88,10 @@ class ReferenceJudge:
         agree = sum(stated.get(k) == second.get(k) for k in reference) / len(reference) if reference else float(stated == second)
         return 5 * (recall + recall2) / 2 * agree
 
+    def judge_qa(self, question: str, answer: str, prediction: str) -> tuple[str, float]:
+        """ActivityNet-QA offline: 'yes' with score 5 when the normalised prediction is the answer, else 'no' and 0."""
+        return ("yes", 5.0) if exact_match(prediction, answer) else ("no", 0.0)
+
 
 # ----------------------------------------------------------------- chat judge
 
@@ -108,6 +113,15 @@ CRITERION_PROMPTS = {
     "consistency": "Aspect: consistency. The same question was asked in two phrasings. Are both answers correct "
                    "with respect to the reference, and do they agree with each other?",
 }
+QA_SYSTEM_PROMPT = (
+    "You check answers to questions about videos. Compare the predicted answer with the correct one and decide "
+    "whether they mean the same thing: judge the meaning, not the wording; synonyms and paraphrases count as a match."
+)
+QA_REPLY_FORMAT = (
+    "Say whether the prediction matches (yes or no) and give an integer score from 0 to 5, where 5 is the "
+    "closest match in meaning. Reply with a Python dictionary and nothing else, with the keys 'pred' (the "
+    "string 'yes' or 'no') and 'score' (an integer), for example {'pred': 'no', 'score': 1}."
+)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -122,17 +136,49 @@ class JudgeStats:
     failed_items: list[str] = field(default_factory=list)
 
 
-def parse_score(reply: str) -> int | None:
-    """The 0-5 integer score in a reply: JSON {"score": N} preferred, else a lone 'score: N'."""
-    try:
-        data = json.loads(reply.strip().removeprefix("```json").removeprefix("```").removesuffix("```"))
-        value = data.get("score") if isinstance(data, dict) else None
-    except json.JSONDecodeError:
-        match = re.search(r"score\"?\s*[:=]\s*(\d+)", reply, re.IGNORECASE)
-        value = int(match.group(1)) if match else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 5 or value != int(value):
+def parse_reply(reply: str) -> dict | None:
+    """The dict a judge replied with: JSON, or a Python dict literal as the benchmark's scripts read it
+    (ast.literal_eval). A reply that is not one dict, code fences aside, is None."""
+    text = reply.strip()
+    if text.startswith("```"):
+        text = text.removeprefix("```json").removeprefix("```python").removeprefix("```").removesuffix("```").strip()
+    for load in (json.loads, ast.literal_eval):
+        try:
+            data = load(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def score_value(value) -> int | None:
+    """A reply's score as the benchmark's scripts take it, int(value): integers, floats (truncated: 4.8 -> 4) and
+    strings of an integer ('3'); anything else (booleans, '4.8', lists) is unusable, and so is a score outside 0-5."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    return int(value)
+    try:
+        score = int(value)
+    except (ValueError, OverflowError):
+        return None
+    return score if 0 <= score <= 5 else None
+
+
+def parse_score(reply: str) -> int | None:
+    """The 0-5 integer score of a reply such as {'score': 4} or {"score": 4, "reason": "..."}; None if unusable."""
+    data = parse_reply(reply)
+    return None if data is None else score_value(data.get("score"))
+
+
+def parse_verdict(reply: str) -> tuple[str, int] | None:
+    """ActivityNet-QA's ('yes' | 'no', score) from a reply such as {'pred': 'yes', 'score': 4}; None if unusable.
+    As the benchmark's script: 'yes' if the pred contains yes, else 'no' if it contains no."""
+    data = parse_reply(reply)
+    if data is None or not isinstance(data.get("pred"), str):
+        return None
+    score = score_value(data.get("score"))
+    pred = data["pred"].lower()
+    verdict = "yes" if "yes" in pred else "no" if "no" in pred else None
+    return None if verdict is None or score is None else (verdict, score)
 
 
 class ChatJudge:
@@ -206,13 +252,13 @@ class ChatJudge:
         except json.JSONDecodeError:
             raise _Retry("reply was not JSON", None) from None
 
-    def _reply(self, messages: list[dict]) -> str | None:
-        """The reply text with a usable score, from the cache or the endpoint; None after every retry failed."""
+    def _reply(self, messages: list[dict], usable=parse_score) -> str | None:
+        """The reply text that `usable` can read, from the cache or the endpoint; None after every retry failed."""
         key = self._key(messages)
         path = self._cache_path(key)
         if path.is_file():
             cached = json.loads(path.read_text())
-            if parse_score(cached["reply"]) is not None:
+            if usable(cached["reply"]) is not None:
                 self.stats.cached += 1
                 return cached["reply"]
         last_reply = None
@@ -235,9 +281,9 @@ class ChatJudge:
             self.stats.cost += (usage.get("prompt_tokens", 0) * self.prices[0] + usage.get("completion_tokens", 0) * self.prices[1]) / 1000
             last_reply = reply
             self._store(path, {"model": self.model, "messages": messages, "reply": reply, "usage": usage})
-            if parse_score(reply) is not None:
+            if usable(reply) is not None:
                 return reply
-        return None if last_reply is None or parse_score(last_reply) is None else last_reply
+        return None if last_reply is None or usable(last_reply) is None else last_reply
 
     def _store(self, path: Path, record: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,6 +300,19 @@ class ChatJudge:
             self.stats.failed_items.append(f"{criterion}: {question[:60]}")
             return None
         return float(parse_score(reply))
+
+    def judge_qa(self, question: str, answer: str, prediction: str) -> tuple[str, float] | None:
+        """ActivityNet-QA: ('yes' | 'no', 0-5) as the benchmark judges it, or None (counted in stats.failures)."""
+        messages = [{"role": "system", "content": QA_SYSTEM_PROMPT},
+                    {"role": "user", "content": f"Question: {question}\nCorrect answer: {answer}\nPredicted answer: {prediction}\n\n"
+                                                f"{QA_REPLY_FORMAT}"}]
+        reply = self._reply(messages, parse_verdict)
+        if reply is None:
+            self.stats.failures += 1
+            self.stats.failed_items.append(f"activitynet-qa: {question[:60]}")
+            return None
+        verdict, score = parse_verdict(reply)
+        return verdict, float(score)
 
 
 class _Retry(Exception):

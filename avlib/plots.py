@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from avlib.evaluate import BENCHMARK_TITLES, QA_BENCHMARKS
+
 MODEL_LABELS = {"av": "audio-visual", "vision_only": "vision-only twin"}
 COLORS = {"av": "#2a7ab0", "vision_only": "#c9a227"}
 
@@ -27,16 +29,22 @@ def _paired_bars(ax, groups: list[str], values: dict[str, dict[str, float]], not
     ax.legend(loc="lower right", fontsize=8)
 
 
-def accuracy_by_needs(metrics: dict, ax=None):
+def qa_benchmarks(metrics: dict) -> list[str]:
+    """The short-answer benchmarks in these metrics (audio_aware, music_avqa), in the order run."""
+    return [b for b in metrics.get("benchmarks", ["audio_aware"]) if b in QA_BENCHMARKS]
+
+
+def accuracy_by_needs(metrics: dict, ax=None, benchmark: str | None = None):
     """Grouped bars: each model's accuracy on audio, visual and audio-visual questions; CI of the difference above."""
-    aware = metrics["audio_aware"]
+    benchmark = benchmark or qa_benchmarks(metrics)[0]
+    aware = metrics[benchmark]
     needs = list(aware["difference"])
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     notes = [f"Δ {aware['difference'][n]['mean']:+.2f}\n[{aware['difference'][n]['ci'][0]:+.2f}, {aware['difference'][n]['ci'][1]:+.2f}]"
              for n in needs]
     _paired_bars(ax, needs, aware, notes, top=1.22)
     ax.set_ylabel("accuracy")
-    ax.set_title("Audio-aware benchmark, by what a question needs")
+    ax.set_title(f"{BENCHMARK_TITLES[benchmark]}, by what a question needs")
     return ax
 
 
@@ -52,10 +60,11 @@ def criteria(metrics: dict, ax=None):
     return ax
 
 
-def ablation_deltas(metrics: dict, ax=None):
+def ablation_deltas(metrics: dict, ax=None, benchmark: str | None = None):
     """Change in the AV model's accuracy when a modality is neutralised, by what a question needs, with 95 % CIs."""
-    ablations = metrics["audio_aware"]["ablations"]
-    needs = list(metrics["audio_aware"]["difference"])
+    benchmark = benchmark or qa_benchmarks(metrics)[0]
+    ablations = metrics[benchmark]["ablations"]
+    needs = list(metrics[benchmark]["difference"])
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     palette = sns.color_palette("muted", len(needs))
     x = np.arange(len(ablations))
@@ -67,20 +76,31 @@ def ablation_deltas(metrics: dict, ax=None):
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [a.replace("_", " ") for a in ablations])
     ax.set_ylabel("Δ accuracy")
-    ax.set_title("Ablations of the audio-visual model")
+    ax.set_title(f"Ablations of the audio-visual model ({BENCHMARK_TITLES[benchmark]})")
     ax.legend(title="needs", fontsize=8)
     return ax
 
 
 def save_figures(metrics: dict, folder: str | Path) -> list[Path]:
-    """Write the three figures as PNG files; returns their paths."""
+    """Write the figures as PNG files; returns their paths.
+
+    accuracy_by_needs.png and ablations.png show the first short-answer benchmark
+    (the synthetic audio-aware one, or MUSIC-AVQA); a second gets its name as a
+    prefix. criteria.png shows the Video-ChatGPT criteria when they were run.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid")
+    figures = []
+    for i, benchmark in enumerate(qa_benchmarks(metrics)):
+        prefix = "" if i == 0 else f"{benchmark}_"
+        figures += [(f"{prefix}accuracy_by_needs", accuracy_by_needs, benchmark), (f"{prefix}ablations", ablation_deltas, benchmark)]
+    if "video_chatgpt" in metrics:
+        figures.insert(1, ("criteria", criteria, None))
     paths = []
-    for name, draw in (("accuracy_by_needs", accuracy_by_needs), ("criteria", criteria), ("ablations", ablation_deltas)):
+    for name, draw, benchmark in figures:
         fig, ax = plt.subplots(figsize=(7, 3.8))
-        draw(metrics, ax)
+        draw(metrics, ax) if benchmark is None else draw(metrics, ax, benchmark)
         fig.tight_layout()
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=120)

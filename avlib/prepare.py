@@ -13,15 +13,18 @@ relative to the data folder. Where to get each (licences as their authors state 
 | clotho | zenodo, Clotho v2.1 | audio: Freesound licences; captions: Tampere University licence | clotho_captions_*.csv + the audio folder beside it |
 | audiocaps | github.com/cdjkim/audiocaps (CSV); audio from YouTube, fetched by the user | CSV: MIT | train.csv (+ val/test) + audio/{youtube_id}_{start_time}.wav |
 | videoinstruct | Video-ChatGPT's VideoInstruct-100K JSON + ActivityNet videos | CC BY 4.0 (JSON); videos: ActivityNet terms | VideoInstruct100K.json + videos/ |
-| video-chatgpt | Video-ChatGPT's quantitative evaluation QA files + its test videos | CC BY 4.0 | generic_qa.json, temporal_qa.json, consistency_qa.json + videos/ |
+| video-chatgpt | Video-ChatGPT's quantitative evaluation QA files + its test videos | CC BY 4.0 | generic_qa.json, temporal_qa.json, consistency_qa.json + videos/ or Test_Videos/ |
 | activitynet-qa | github.com/MILVLG/activitynet-qa | Apache 2.0 (QA); videos: ActivityNet terms | test_q.json, test_a.json + videos/ |
+| music-avqa | gewu-lab.github.io/MUSIC-AVQA (annotations on GitHub, videos from the project page) | MIT (annotations); videos: YouTube, their owners' terms | json_update/avqa-{train,val,test}.json + videos/, MUSIC-AVQA-videos-Real/ or MUSIC-AVQA-videos-Synthetic/ |
 
 Missing media are listed in a report (missing_<source>.txt); `--on-missing stop` (the default)
 then exits non-zero, `--on-missing skip` leaves those items out and goes on. `--limit` draws a
 seeded subsample (paper: 50K speech-to-text + 50K audio captions).
 
-The paper's own audio-visual benchmark is not public; the audio-aware benchmark of this project
-is the synthetic one (data/benchmarks/audio_aware), which needs no download.
+`videoinstruct` holds out a seeded validation split (video_instructions_val: 1 % of the videos,
+at most 100, whole videos so no clip is in both). `music-avqa` lays out the test split as the
+real path's audio-aware benchmark (data/benchmarks/music_avqa/qa.json; --limit draws a seeded
+subset stratified by modality). The paper's own audio-visual benchmark is not public.
 """
 
 from __future__ import annotations
@@ -41,11 +44,15 @@ from avlib.datasets import (
     read_audiocaps,
     read_clotho,
     read_librispeech,
+    read_music_avqa,
     read_video_chatgpt,
     read_videoinstruct,
+    subsample,
 )
 
-SOURCES = ("librispeech", "clotho", "audiocaps", "videoinstruct", "video-chatgpt", "activitynet-qa")
+SOURCES = ("librispeech", "clotho", "audiocaps", "videoinstruct", "video-chatgpt", "activitynet-qa", "music-avqa")
+MUSIC_AVQA_VIDEO_FOLDERS = ("videos", "MUSIC-AVQA-videos-Real", "MUSIC-AVQA-videos-Synthetic")
+VAL_FRACTION, VAL_MAX_VIDEOS = 0.01, 100  # VideoInstruct-100K videos held out for the finetuning notebook's look
 
 
 class MissingMedia(RuntimeError):
@@ -81,19 +88,26 @@ def read_source(source: str, src: Path) -> tuple[str, list[Example]]:
     if source == "videoinstruct":
         return "video_instructions_train", read_videoinstruct(_one(src, "*.json", "the VideoInstruct-100K JSON"), src / "videos")
     if source == "video-chatgpt":
+        # The official download unpacks its videos into Test_Videos/.
+        videos = next((src / name for name in ("videos", "Test_Videos") if (src / name).is_dir()), src / "videos")
         return "video_chatgpt", [e for name in ("generic_qa", "temporal_qa", "consistency_qa")
-                                 for e in read_video_chatgpt(_one(src, f"{name}.json", "a benchmark file"), src / "videos")]
+                                 for e in read_video_chatgpt(_one(src, f"{name}.json", "a benchmark file"), videos)]
+    if source == "music-avqa":
+        annotations = src / "json_update" / "avqa-test.json"
+        if not annotations.is_file():
+            raise DataError(f"{src}: no json_update/avqa-test.json (the MUSIC-AVQA annotations); see `python -m avlib.prepare --help`")
+        return "music_avqa", read_music_avqa(annotations, [src / name for name in MUSIC_AVQA_VIDEO_FOLDERS])
     if source == "activitynet-qa":
         return "activitynet_qa", read_activitynet_qa(_one(src, "test_q.json", "questions"), _one(src, "test_a.json", "answers"), src / "videos")
     raise DataError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
 
 
-def subsample(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
-    """A seeded draw of `limit` examples, in their original order."""
-    if limit is None or limit >= len(examples):
-        return examples
-    keep = np.sort(np.random.default_rng(seed).choice(len(examples), size=limit, replace=False))
-    return [examples[i] for i in keep]
+def hold_out_videos(examples: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, val): a seeded VAL_FRACTION of the videos (at least 1 where there are 2, at most VAL_MAX_VIDEOS), whole."""
+    videos = sorted({str(e.media) for e in examples})
+    count = min(VAL_MAX_VIDEOS, max(1 if len(videos) > 1 else 0, round(VAL_FRACTION * len(videos))))
+    held = set(np.random.default_rng(seed).choice(videos, size=count, replace=False).tolist()) if count else set()
+    return [e for e in examples if str(e.media) not in held], [e for e in examples if str(e.media) in held]
 
 
 def has_audio_track(path: Path) -> bool:
@@ -138,8 +152,20 @@ def prepare(source: str, src: str | Path, out: str | Path, limit: int | None = N
         examples = [e for e in examples if e.media.is_file()]
     elif report.exists():
         report.unlink()
-    examples = subsample(examples, limit, seed)
-    if split in ("video_chatgpt", "activitynet_qa"):
+    examples = subsample(examples, limit, seed, stratify=split == "music_avqa")
+    if split == "music_avqa":
+        bench = out / "benchmarks" / split
+        bench.mkdir(parents=True, exist_ok=True)
+        for example in examples:
+            _link(example.media, src, out, benchmark=True)
+        (bench / "qa.json").write_text(json.dumps(
+            [{"video_name": e.media.stem, "Q": e.question, "A": e.answer, "needs": e.needs, "kind": e.kind, "question_id": e.id}
+             for e in examples], indent=1))
+        (bench / "videos.json").write_text(json.dumps({e.media.stem: has_audio_track(e.media) for e in examples}, indent=1))
+        answers = sorted({e.answer for e in examples})
+        log(f"{source}: {len(answers)} distinct answers; by modality: "
+            + ", ".join(f"{n} {sum(e.needs == n for e in examples)}" for n in ("audio", "visual", "audio-visual")))
+    elif split in ("video_chatgpt", "activitynet_qa"):
         bench = out / "benchmarks" / split
         bench.mkdir(parents=True, exist_ok=True)
         for example in examples:
@@ -150,32 +176,36 @@ def prepare(source: str, src: str | Path, out: str | Path, limit: int | None = N
                 kept = {e.id.split("/")[0] for e in examples}
                 (bench / f"{name}.json").write_text(json.dumps([r for r in records if r["video_name"] in kept], indent=1))
         else:
-            (bench / "qa.json").write_text(json.dumps([{"video_name": e.media.stem, "Q": e.question, "A": e.answer, "kind": e.kind}
-                                                       for e in examples], indent=1))
+            (bench / "qa.json").write_text(json.dumps([{"video_name": e.media.stem, "Q": e.question, "A": e.answer, "kind": e.kind,
+                                                        "question_id": e.id} for e in examples], indent=1))
         videos = {e.media.stem: has_audio_track(e.media) for e in examples}
         (bench / "videos.json").write_text(json.dumps(videos, indent=1))
     else:
-        records = []
         audio_of: dict[str, bool] = {}
-        for e in examples:
-            media = _link(e.media, src, out)
-            if split == "speech_to_text":
-                records.append({"id": e.id, "media": media, "text": e.answer})
-            elif split == "audio_captions":
-                records.append({"id": e.id, "media": media, "caption": e.answer})
-            else:
-                if media not in audio_of:
-                    audio_of[media] = has_audio_track(e.media)
-                records.append({"video": media, "question": e.question, "answer": e.answer, "needs": None, "kind": e.kind,
-                                "has_audio": audio_of[media]})
-        path = out / "splits" / f"{split}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if split == "audio_captions" and path.is_file():  # Clotho and AudioCaps both feed this split
-            previous = [r for r in json.loads(path.read_text()) if not r["id"].startswith(source)]
-            records = previous + records
-        path.write_text(json.dumps(records, indent=1))
+        parts = dict(zip((split, "video_instructions_val"), hold_out_videos(examples, seed))) if split == "video_instructions_train" \
+            else {split: examples}
+        for name, part in parts.items():
+            records = []
+            for e in part:
+                media = _link(e.media, src, out)
+                if name == "speech_to_text":
+                    records.append({"id": e.id, "media": media, "text": e.answer})
+                elif name == "audio_captions":
+                    records.append({"id": e.id, "media": media, "caption": e.answer})
+                else:
+                    if media not in audio_of:
+                        audio_of[media] = has_audio_track(e.media)
+                    records.append({"video": media, "question": e.question, "answer": e.answer, "needs": None, "kind": e.kind,
+                                    "has_audio": audio_of[media]})
+            path = out / "splits" / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if name == "audio_captions" and path.is_file():  # Clotho and AudioCaps both feed this split
+                previous = [r for r in json.loads(path.read_text()) if not r["id"].startswith(source)]
+                records = previous + records
+            path.write_text(json.dumps(records, indent=1))
         if audio_of:
-            log(f"{source}: {sum(audio_of.values())} of {len(audio_of)} videos have an audio track")
+            log(f"{source}: {sum(audio_of.values())} of {len(audio_of)} videos have an audio track; "
+                f"{len(parts.get('video_instructions_val', []))} instructions held out for validation")
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"profile": "paper", "seed": seed, "sources": {}}
     manifest["sources"][source] = {"items": len(examples), "missing": len(missing), "limit": limit, "seed": seed, "from": str(src.resolve())}

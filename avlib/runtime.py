@@ -16,6 +16,11 @@ change the trained weights on their own):
 Each library reads its setting once, at its first use: call `configure` at the
 start of a process, before any tensor is computed. It checks what it can and
 raises if it was called too late.
+
+Where a GPU is present, the stages use it (and nothing changes on a CPU):
+`for_inference` moves a frozen model there in bf16, for feature extraction and
+for generating answers; training keeps its trainable parts in fp32 and casts
+the frozen weights to bf16 (avlib.train).
 """
 
 from __future__ import annotations
@@ -57,3 +62,24 @@ def describe() -> dict:
         "threads": torch.get_num_threads(),
         **{name: os.environ.get(name) for name in PINNED},
     }
+
+
+def accelerated() -> bool:
+    """Whether a GPU is here to compute on."""
+    return torch.cuda.is_available()
+
+
+def compute_dtype() -> torch.dtype:
+    """What frozen models compute in: bf16 on a GPU, float32 on the CPU (exact, and what the tiny study was built in)."""
+    return torch.bfloat16 if accelerated() else torch.float32
+
+
+def for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """The model on the GPU in bf16 where there is one (feature extraction, answers); unchanged on the CPU.
+
+    Take a model's feature-cache key (avlib.train.open_cache) before this: the key
+    hashes the weights as stored.
+    """
+    if accelerated():
+        return model.to("cuda", dtype=compute_dtype())
+    return model

@@ -192,6 +192,11 @@ def train(
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly into {world} processes x {cfg.grad_accum} accumulation steps")
     seed_everything(seed)
     model.configure_training(stage, lora)
+    if accelerator.device.type == "cuda":
+        # The frozen weights in bf16 (half the memory; autocast computes in bf16 anyway); what trains stays fp32.
+        for parameter in model.parameters():
+            if not parameter.requires_grad:
+                parameter.data = parameter.data.to(torch.bfloat16)
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -285,20 +290,38 @@ STAGE_SPLITS = {
 }
 
 
-def stage_examples(data_root: str | Path, stage: str) -> list:
-    from avlib.datasets import read_corpus_split
+def stage_examples(data_root: str | Path, stage: str, params=None) -> list:
+    """The examples a stage trains on; with params, audio pretraining draws at most pretrain.max_speech
+    speech-to-text and pretrain.max_captions audio-caption examples (seeded), as the paper's 50K + 50K mix."""
+    from avlib.datasets import read_corpus_split, subsample
 
     if stage not in STAGE_SPLITS:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGE_SPLITS)}")
-    return [e for split in STAGE_SPLITS[stage] for e in read_corpus_split(data_root, split)]
+    caps = {}
+    if params is not None:
+        caps = {"speech_to_text": params.pretrain.max_speech, "audio_captions": params.pretrain.max_captions}
+    return [e for split in STAGE_SPLITS[stage]
+            for e in subsample(read_corpus_split(data_root, split), caps.get(split) or None, params.seed if params else 0)]
+
+
+def pretrained_parts(params, pretrain_dir: str | Path) -> list[Path]:
+    """What stage 2 saved, for the later stages to load: the audio projector, and the visual one where stage 2 trained it
+    (pretrain.train_vision_projector; otherwise the model's builder provides it: Bunny's in the paper profile)."""
+    parts = [Path(pretrain_dir) / "audio" / FINAL]
+    if params.pretrain.train_vision_projector:
+        parts.append(Path(pretrain_dir) / "vision" / FINAL)
+    return parts
 
 
 def open_cache(params, model, data_root: str | Path, features_root: str | Path):
     """The feature cache for this model and these parameters (it may still be empty)."""
     from avlib.features import FeatureCache, spec_for
 
+    from avlib.runtime import compute_dtype
+
     size = model.vision_encoder.image_size[0]  # the SigLIP input size, tiny or paper
-    spec = spec_for(model, params.model.vision.num_frames, size, params.model.vision.feature_layer)
+    dtype = str(compute_dtype()).removeprefix("torch.")  # bf16 features on a GPU are other features
+    spec = spec_for(model, params.model.vision.num_frames, size, params.model.vision.feature_layer, dtype)
     return FeatureCache(features_root, spec, data_root)
 
 
@@ -318,7 +341,7 @@ def run_stage(
 
     model = load_trained_model(params, foundation, init_from, use_audio).train()
     cache = open_cache(params, model, data_root, features)
-    dataset = FeatureDataset(stage_examples(data_root, stage), cache)
+    dataset = FeatureDataset(stage_examples(data_root, stage, params), cache)
     cfg = {"pretrain_audio": params.pretrain.audio, "pretrain_vision": params.pretrain.vision, "finetune": params.finetune}[stage]
     return train(model, dataset, stage, cfg, out, seed=params.seed, lora=params.finetune.lora, config=params, **kwargs)
 

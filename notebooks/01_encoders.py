@@ -43,7 +43,7 @@ import torch
 
 from avlib.config import load_params
 from avlib.foundation import build_foundation, check_paper_models, load_foundation_model, require_corpus
-from avlib.runtime import configure as configure_runtime
+from avlib.runtime import configure as configure_runtime, for_inference
 
 params = load_params(params_file)
 configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
@@ -127,7 +127,8 @@ from avlib.features import corpus_media, extract
 from avlib.train import open_cache
 
 model = load_foundation_model(params, foundation_dir)
-cache = open_cache(params, model, data_dir, features_dir)
+cache = open_cache(params, model, data_dir, features_dir)  # keyed by the weights as stored
+model = for_inference(model)  # on a GPU, if there is one, in bf16
 extract(model, corpus_media(data_dir), cache)
 summary = cache.summary()
 print(json.dumps(summary, indent=1))

@@ -42,15 +42,15 @@ import pandas as pd
 
 from avlib.config import load_params
 from avlib.features import FeatureDataset
-from avlib.runtime import configure as configure_runtime
-from avlib.train import load_trained_model, open_cache, run_stage, stage_examples
+from avlib.runtime import configure as configure_runtime, for_inference
+from avlib.train import load_trained_model, open_cache, pretrained_parts, run_stage, stage_examples
 
 if variant not in ("av", "vision_only"):
     raise ValueError(f"variant must be 'av' or 'vision_only', got {variant!r}")
 params = load_params(params_file)
 configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
 use_audio = variant == "av"
-pretrained = [Path(pretrain_dir) / "audio" / "final", Path(pretrain_dir) / "vision" / "final"]
+pretrained = pretrained_parts(params, pretrain_dir)  # what stage 2 trained
 
 # %% [markdown]
 # ## The training data
@@ -59,8 +59,8 @@ pretrained = [Path(pretrain_dir) / "audio" / "final", Path(pretrain_dir) / "visi
 # an audio track train with video only, in both variants.
 
 # %%
-examples = stage_examples(data_dir, "finetune")
-frame = pd.DataFrame([{"needs": e.needs, "kind": e.kind} for e in examples])
+examples = stage_examples(data_dir, "finetune", params)
+frame = pd.DataFrame([{"needs": str(e.needs), "kind": e.kind} for e in examples])  # real data: needs unknown (None)
 print(len(examples), "examples")
 print(frame.groupby(["needs", "kind"]).size().unstack(0).fillna(0).astype(int))
 
@@ -123,13 +123,14 @@ ax.set_title(f"joint finetuning ({variant})")
 
 # %%
 from avlib.datasets import read_corpus_split
+from avlib.evaluate import generate_answers
 
 tuned = load_trained_model(params, foundation_dir, [*pretrained, Path(out_dir) / variant / "final"], use_audio=use_audio)
 val = read_corpus_split(data_dir, "video_instructions_val")[:8]
 items = [dict(i, answer=None) for i in FeatureDataset(val, cache)]
-answers = tuned.generate(tuned.collate(items, with_answers=False), max_new_tokens=32)
+answers = generate_answers(for_inference(tuned), items, max_new_tokens=32)
 for example, answer in zip(val, answers):
-    print(f"[{example.needs:12}] {example.question}\n    reference: {example.answer}\n    {variant}: {answer}")
+    print(f"[{str(example.needs):12}] {example.question}\n    reference: {example.answer}\n    {variant}: {answer}")
 
 # %% [markdown]
 # ## Summary

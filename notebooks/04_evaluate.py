@@ -42,21 +42,22 @@ from pathlib import Path
 from IPython.display import Image, Markdown, display
 
 from avlib.config import load_params
-from avlib.evaluate import run_study
+from avlib.evaluate import QA_BENCHMARKS, run_study
 from avlib.judge import ChatJudge, ReferenceJudge
 from avlib.plots import save_figures
-from avlib.runtime import configure as configure_runtime
-from avlib.train import load_trained_model, open_cache
+from avlib.runtime import configure as configure_runtime, for_inference
+from avlib.train import load_trained_model, open_cache, pretrained_parts
 
 params = load_params(params_file)
 configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
 runs = Path(runs_dir)
-pretrained = [runs / "pretrain" / "audio" / "final", runs / "pretrain" / "vision" / "final"]
+pretrained = pretrained_parts(params, runs / "pretrain")
 models = {
     "av": load_trained_model(params, foundation_dir, [*pretrained, runs / "finetune" / "av" / "final"], use_audio=True),
     "vision_only": load_trained_model(params, foundation_dir, [*pretrained, runs / "finetune" / "vision_only" / "final"], use_audio=False),
 }
-cache = open_cache(params, models["av"], data_dir, features_dir)
+cache = open_cache(params, models["av"], data_dir, features_dir)  # keyed by the weights as stored
+models = {name: for_inference(model) for name, model in models.items()}  # on a GPU, if there is one, in bf16
 
 # %% [markdown]
 # ## The judge
@@ -91,8 +92,9 @@ for path in save_figures(metrics, figures_dir):
 # ## A few answers side by side
 
 # %%
-av = json.loads((Path(predictions_dir) / "audio_aware_av.json").read_text())
-vo = json.loads((Path(predictions_dir) / "audio_aware_vision_only.json").read_text())
+qa = next(b for b in params.evaluate.benchmarks if b in QA_BENCHMARKS)  # audio_aware, or MUSIC-AVQA on real data
+av = json.loads((Path(predictions_dir) / f"{qa}_av.json").read_text())
+vo = json.loads((Path(predictions_dir) / f"{qa}_vision_only.json").read_text())
 for a, v in [(a, v) for a, v in zip(av, vo) if a["needs"] == "audio"][:6]:
     print(f"{a['Q']}  reference: {a['A']}\n    AV: {a['pred']} ({'right' if a['correct'] else 'wrong'})"
           f"   vision-only: {v['pred']} ({'right' if v['correct'] else 'wrong'})")

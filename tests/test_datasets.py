@@ -13,7 +13,7 @@ from avlib.datasets import (
     MediaDataset,
     collate_media,
     read_activitynet_qa,
-    read_audio_aware,
+    read_qa_benchmark,
     read_audiocaps,
     read_clotho,
     read_corpus_split,
@@ -99,7 +99,7 @@ def test_activitynet_qa(tmp_path):
     (tmp_path / "test_q.json").write_text(json.dumps([{"question": "what is the man doing", "question_id": "v_x_1", "video_name": "x"}]))
     (tmp_path / "test_a.json").write_text(json.dumps([{"answer": "skiing", "question_id": "v_x_1", "type": 2}]))
     (example,) = read_activitynet_qa(tmp_path / "test_q.json", tmp_path / "test_a.json", tmp_path)
-    assert example.question == "What is the man doing?" and example.answer == "skiing"
+    assert example.question == "what is the man doing" and example.answer == "skiing"  # as the dataset gives it
     assert example.media.name == "v_x.mp4"
     (tmp_path / "test_a.json").write_text(json.dumps([]))
     with pytest.raises(DataError, match="has no answer"):
@@ -131,7 +131,7 @@ def test_every_corpus_split_reads_and_loads(corpus):
     for name in ("speech_to_text", "audio_captions", "image_captions", "video_instructions_train", "video_instructions_val"):
         examples = read_corpus_split(corpus, name)
         assert examples and all(e.media.is_file() for e in examples)
-    aware = read_audio_aware(corpus / "benchmarks" / "audio_aware" / "qa.json", corpus / "clips")
+    aware = read_qa_benchmark(corpus / "benchmarks" / "audio_aware" / "qa.json", corpus / "clips")
     assert {e.needs for e in aware} == {"audio", "visual", "audio-visual"}
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from avlib.evaluate import ABLATIONS, Neutral, ablate, accuracy_by, facts, is_correct, paired_bootstrap, results_table
+from avlib.evaluate import (ABLATIONS, Neutral, ablate, accuracy_by, exact_match, facts, is_correct, normalise_answer, paired_bootstrap,
+                            results_table)
 from avlib.plots import save_figures
 
 
@@ -86,20 +87,38 @@ def _metrics():
     diff = {"mean": 0.2, "ci": [0.1, 0.3], "n": 10, "resamples": 100}
     return {
         "judge": "reference",
+        "benchmarks": ["audio_aware", "video_chatgpt", "activitynet_qa"],
         "audio_aware": {
             "av": dict(zip(needs, (0.9, 0.8, 0.95))), "vision_only": dict(zip(needs, (0.2, 0.1, 0.95))),
+            "by_kind": {"av": {"word": 0.9}, "vision_only": {"word": 0.1}}, "items": dict(zip(needs, (10, 10, 10))),
             "difference": {n: diff for n in needs},
             "ablations": {a: {"accuracy": {}, "delta": {n: -0.1 for n in needs}, "delta_ci": {n: [-0.2, 0.0] for n in needs}}
                           for a in ("mute_audio", "blank_frames", "swap_audio")},
         },
         "video_chatgpt": {"av": {c: 3.0 for c in ("correctness", "temporal")}, "vision_only": {c: 2.0 for c in ("correctness", "temporal")},
                           "difference": {c: diff for c in ("correctness", "temporal")}},
+        "activitynet_qa": {"av": {"accuracy": 0.5, "score": 2.5}, "vision_only": {"accuracy": 0.25, "score": 1.25},
+                           "difference": {"accuracy": diff, "score": diff}, "items": 4},
     }
 
 
 def test_results_table_and_figures(tmp_path):
     table = results_table(_metrics())
-    assert "| audio | 0.900 | 0.200 | +0.200 [+0.100, +0.300] |" in table and "| mute audio |" in table
+    assert "| audio | 10 | 0.900 | 0.200 | +0.200 [+0.100, +0.300] |" in table and "| mute audio |" in table
+    assert "| word | 0.900 | 0.100 |" in table and "| accuracy | 0.500 | 0.250 | +0.200 [+0.100, +0.300] |" in table
     paths = save_figures(_metrics(), tmp_path)
     assert [p.name for p in paths] == ["accuracy_by_needs.png", "criteria.png", "ablations.png"]
     assert all(p.stat().st_size > 5000 for p in paths)
+
+
+@pytest.mark.parametrize(
+    "prediction, reference, right",
+    [("Two.", "two", True), ("2", "two", True), ("acoustic guitar", "acoustic_guitar", True), ("The piano", "piano", True),
+     ("Yes", "yes", True), ("left", "right", False), ("two pianos", "two", False), ("", "no", False), ("Ten.", "ten", True)],
+)
+def test_music_avqa_exact_match_after_normalisation(prediction, reference, right):
+    assert exact_match(prediction, reference) is right
+
+
+def test_normalised_answers_spell_the_closed_set():
+    assert normalise_answer("Acoustic Guitar!") == "acoustic_guitar" and normalise_answer("0") == "zero"

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from avlib.judge import CRITERIA, ChatJudge, JudgeError, ReferenceJudge, parse_score, score_benchmark
+from avlib.judge import CRITERIA, ChatJudge, JudgeError, ReferenceJudge, parse_score, parse_verdict, score_benchmark
 
 # ------------------------------------------------------------------ reference
 
@@ -45,11 +45,24 @@ def test_reference_judge_temporal_and_consistency():
 
 @pytest.mark.parametrize(
     "reply, score",
-    [('{"score": 4, "reason": "ok"}', 4), ('```json\n{"score": 0}\n```', 0), ("score: 3", 3),
-     ('{"score": 7}', None), ('{"score": 2.5}', None), ("I would say good", None), ('{"reason": "x"}', None)],
+    [('{"score": 4, "reason": "ok"}', 4), ('```json\n{"score": 0}\n```', 0),
+     # the benchmark's own form, a Python dict read by ast.literal_eval, then int(): floats truncate, strings parse
+     ("{'score': 3}", 3), ("{'score': 4.8}", 4), ("{'score': '3'}", 3), ("{'pred': 'yes', 'score': 4}", 4), ('{"score": "5"}', 5),
+     # nothing else: free text, a non-integer string (int('4.8') fails there too), booleans, out of range, no score
+     ("score: 3", None), ("{'score': '4.8'}", None), ("{'score': True}", None), ('{"score": 7}', None),
+     ("I would say good", None), ('{"reason": "x"}', None), ("[3]", None), ("{'score': [3]}", None)],
 )
 def test_parse_score(reply, score):
     assert parse_score(reply) == score
+
+
+@pytest.mark.parametrize(
+    "reply, verdict",
+    [("{'pred': 'yes', 'score': 4.8}", ("yes", 4)), ('{"pred": "No", "score": "1"}', ("no", 1)),
+     ("{'pred': 'maybe', 'score': 3}", None), ("{'score': 3}", None), ("yes, 4", None)],
+)
+def test_parse_verdict(reply, verdict):
+    assert parse_verdict(reply) == verdict
 
 
 # ------------------------------------------------------------------ loopback

@@ -80,10 +80,13 @@ def test_every_source_prepares_into_corpus_records(downloads, tmp_path):
     assert all(e.media.is_file() and e.media.is_symlink() for e in speech)
     captions = read_corpus_split(out, "audio_captions")
     assert len(captions) == 5 + 1  # Clotho's five captions and AudioCaps' one present file
-    instructions = json.loads((out / "splits" / "video_instructions_train.json").read_text())
-    assert [r["has_audio"] for r in instructions] == [True, False]  # recorded per video
+    train = json.loads((out / "splits" / "video_instructions_train.json").read_text())
+    val = json.loads((out / "splits" / "video_instructions_val.json").read_text())
+    assert len(train) == len(val) == 1 and train[0]["video"] != val[0]["video"]  # whole videos held out for validation
+    assert sorted((r["video"], r["has_audio"]) for r in train + val) == [("media/videos/v_a.mp4", True), ("media/videos/v_b.mp4", False)]
     assert json.loads((out / "benchmarks" / "video_chatgpt" / "consistency_qa.json").read_text())[0]["Q2"] == "Which person?"
-    assert json.loads((out / "benchmarks" / "activitynet_qa" / "qa.json").read_text())[0]["A"] == "yes"
+    anet = json.loads((out / "benchmarks" / "activitynet_qa" / "qa.json").read_text())
+    assert (anet[0]["A"], anet[0]["Q"], anet[0]["question_id"]) == ("yes", "is it day", "v_q_0")  # the raw question, its id
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sources"]["audiocaps"]["missing"] == 1 and (out / "missing_audiocaps.txt").read_text().strip().endswith("missing_10.wav")
     media = corpus_media(out)
@@ -118,6 +121,6 @@ def test_cost_estimate(downloads, tmp_path):
     _, params = profile_params("paper")
     cost = estimate_cost(params, out, tokens_per_second=10000, gpu="test")
     finetune = cost["stages"]["finetune_av"]
-    assert finetune["tokens"] > 2 * (100 + 729 + 64)  # two instructions, each with all its media tokens
+    assert finetune["tokens"] > 100 + 729 + 64  # the one training instruction (the other is held out), all its media tokens
     assert finetune["gpu_hours"] == pytest.approx(finetune["tokens"] / 10000 / 3600)
     assert cost["judge"]["benchmark_items"] == 3 and cost["judge"]["cost_at_most"] >= 0
