@@ -23,3 +23,16 @@ def test_gpu_lora_step_runs_tiny_on_cpu():
 def test_media_decode_benchmark_prints_its_ratio():
     out = run(BENCHMARKS / "media_decode.py", "--repeats", "1", "--size", "160x120")
     assert "dense speedup vs decode all, convert 8:" in out and "sparse speedup vs decode all, convert 8:" in out
+
+
+@pytest.mark.slow
+def test_paper_dryrun_runs_tiny_on_cpu():
+    out = run(BENCHMARKS / "paper_dryrun.py", "--tiny")
+    for line in ("feature extraction:", "gradient checkpointing off:", "gradient checkpointing on:", "generation:", "speedup:"):
+        assert line in out, out
+
+
+@pytest.mark.slow
+def test_cpu_kernels_benchmark_prints_its_ratio():
+    out = run(BENCHMARKS / "cpu_kernels.py", "--rounds", "1", "--steps", "2")
+    assert "avx2 / native, cached features:" in out and "(AVX2)" in out
