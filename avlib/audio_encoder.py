@@ -76,6 +76,14 @@ class AudioEncoder(nn.Module):
         w = self.num_windows(audio.shape[0])
         return F.pad(audio, (0, w * self.window_samples - audio.shape[0])).view(w, self.window_samples)
 
+    def norms_in_float(self) -> AudioEncoder:
+        """Whisper's LayerNorm computes in float32 with its own weights (its Linear and Conv1d cast
+        theirs to the input's dtype): after casting the encoder to bf16, put its norms back in float32."""
+        for module in self.encoder.modules():
+            if isinstance(module, whisper.model.LayerNorm):
+                module.float()
+        return self
+
     def forward(self, audios: list[AudioInput]) -> list[torch.Tensor | None]:
         """A batch of 16 kHz mono clips -> per clip (W*N, D) tokens, or None without audio.
 

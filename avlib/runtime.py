@@ -81,5 +81,14 @@ def for_inference(model: torch.nn.Module) -> torch.nn.Module:
     hashes the weights as stored.
     """
     if accelerated():
-        return model.to("cuda", dtype=compute_dtype())
+        model = model.to("cuda", dtype=compute_dtype())
+        model.audio_encoder.norms_in_float()
     return model
+
+
+def frozen_in_bf16(model: torch.nn.Module) -> None:
+    """For training on a GPU: the frozen weights in bf16 (half their memory; autocast computes in bf16 anyway),
+    what trains kept in float32 for its optimizer."""
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(torch.bfloat16)

@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from avlib.config import LoraConfig, TrainingConfig
+from avlib.runtime import frozen_in_bf16
 from avlib.template import IGNORE_INDEX
 
 CHECKPOINT = "checkpoint"
@@ -193,10 +194,7 @@ def train(
     seed_everything(seed)
     model.configure_training(stage, lora)
     if accelerator.device.type == "cuda":
-        # The frozen weights in bf16 (half the memory; autocast computes in bf16 anyway); what trains stays fp32.
-        for parameter in model.parameters():
-            if not parameter.requires_grad:
-                parameter.data = parameter.data.to(torch.bfloat16)
+        frozen_in_bf16(model)
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -39,6 +39,7 @@ from avlib.audio_encoder import AudioEncoder
 from avlib.config import LoraConfig
 from avlib.media import load_clip, write_media
 from avlib.model import AVLM, SIGLIP_PREPROCESS
+from avlib.runtime import frozen_in_bf16
 from avlib.tokenizer import train_tokenizer
 from avlib.vision_encoder import VisionEncoder, tiny_siglip_name
 
@@ -79,7 +80,7 @@ def build(tiny: bool, device: str) -> AVLM:
         llm = PhiForCausalLM(llm_cfg).to(dtype)
     model = AVLM(AudioEncoder(speech, s["window"], s["audio_tokens"]), VisionEncoder(visual, preprocess, feature_layer=-2),
                  llm, tokenizer, projector="mlp2x_gelu")
-    model.audio_encoder.to(device, dtype)
+    model.audio_encoder.to(device, dtype).norms_in_float()
     model.vision_encoder.to(device, dtype)
     model.audio_projector.to(device)
     model.vision_projector.to(device)
@@ -187,9 +188,8 @@ def main() -> None:
 
     model.configure_training("finetune", LoraConfig(rank=s["lora"], alpha=2 * s["lora"], dropout=0.05))
     model.to(device)
-    for parameter in model.parameters():  # as avlib.train does on a GPU: frozen weights bf16, trainable fp32
-        if not parameter.requires_grad and device == "cuda":
-            parameter.data = parameter.data.to(torch.bfloat16)
+    if device == "cuda":
+        frozen_in_bf16(model)  # as avlib.train does on a GPU
     step = {}
     for checkpointing in (False, True):
         if checkpointing:
