@@ -28,16 +28,17 @@ class ConfigError(ValueError):
 
 @dataclass
 class AudioConfig:
-    """How audio becomes tokens (DESIGN.md section 1)."""
+    """How audio becomes tokens (docs/design.md, section 1)."""
 
     window_seconds: float = 30.0  # Whisper's window; miniature models use shorter ones
     num_audio_tokens: int = 64  # pooled tokens per window
     n_mels: int = 80  # log-mel bins (Whisper small: 80); audio is always 16 kHz, as Whisper's
+    max_windows: int = 0  # audio windows per clip the LLM sees; later ones are dropped and counted. 0: all
 
 
 @dataclass
 class VisionConfig:
-    """How frames become tokens (DESIGN.md section 1)."""
+    """How frames become tokens (docs/design.md, section 1)."""
 
     num_frames: int = 100  # frames sampled per clip, one per equal segment
     feature_layer: int = -2  # block whose patch tokens are used; -2 = second-to-last
@@ -83,6 +84,9 @@ class PaperModelConfig:
 class ModelConfig:
     builder: Literal["tiny", "paper"] = "tiny"
     projector: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
+    # tokens per sample, 0: the LLM's positions; text is cut from the end (answer first, then question), media
+    # slots never (avlib.template)
+    max_length: int = 0
     audio: AudioConfig = field(default_factory=AudioConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -148,6 +152,7 @@ class TrainingConfig:
     batch_size: int = 32  # global: split over processes and accumulation steps
     grad_accum: int = 1
     lr: float = 1e-3
+    projector_lr: float = 0.0  # the projectors' own learning rate (Bunny's mm_projector_lr); 0: lr
     warmup: int = 50
     min_lr_ratio: float = 0.0  # the cosine decays to this fraction of lr
     weight_decay: float = 0.0

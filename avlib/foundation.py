@@ -17,7 +17,7 @@ read the real checkpoints (`whisper.load_model`, `open_clip.create_model
 ('local-dir:...')`, `from_pretrained`). Each is scored on held-out data:
 word error rate, image-to-text recall@1, perplexity, each beside its chance level.
 
-Two lessons from the feasibility probe (DESIGN.md section 10) shape the
+Two lessons from the feasibility probe (docs/design.md, section 4) shape the
 Whisper recipe: the decoder's positional table is created uninitialised
 (`torch.empty`) and must be initialised, and auxiliary classifiers on the
 encoder's pooled output (spoken word, sound, beep count, order) make the
@@ -52,8 +52,7 @@ from avlib.media import load_clip
 from avlib.model import (
     AVLM,
     SIGLIP_PREPROCESS,
-    AudioEncoder,
-    VisionEncoder,
+    assemble,
     audio_ctx,
     build_paper,
     build_tiny_siglip,
@@ -499,14 +498,7 @@ def load_foundation_model(params: Params, folder: str | Path, use_audio: bool = 
     llm, tokenizer = load_llm(str(folder / PHI_DIR), folder)
     # The projectors are the only weights made here: seed them, or each process would start elsewhere.
     torch.manual_seed(params.seed)
-    return AVLM(
-        AudioEncoder(encoder, cfg.audio.window_seconds, cfg.audio.num_audio_tokens),
-        VisionEncoder(visual, preprocess, cfg.vision.feature_layer),
-        llm,
-        tokenizer,
-        projector=cfg.projector,
-        use_audio=use_audio,
-    )
+    return assemble(cfg, encoder, visual, preprocess, llm, tokenizer, use_audio)
 
 
 def check_paper_models(params: Params, out: str | Path, log=print) -> dict:

@@ -30,7 +30,6 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import socket
 import time
 import urllib.error

@@ -64,8 +64,11 @@ class AVLM(nn.Module):
         tokenizer,
         projector: str = "mlp2x_gelu",
         use_audio: bool = True,
+        max_length: int | None = None,
+        max_audio_windows: int = 0,
     ):
         super().__init__()
+        self.max_length, self.max_audio_windows = max_length, max_audio_windows  # truncation: avlib.template
         self.audio_encoder = audio_encoder
         self.vision_encoder = vision_encoder
         self.llm = llm
@@ -110,7 +113,8 @@ class AVLM(nn.Module):
 
     def collate(self, samples: list[dict], with_answers: bool = True) -> dict:
         """Samples of features (+ question, answer) -> a batch, honouring `use_audio`."""
-        return collate(samples, self.tokenizer, use_audio=self.use_audio, with_answers=with_answers)
+        return collate(samples, self.tokenizer, use_audio=self.use_audio, with_answers=with_answers, max_length=self.max_length,
+                       max_audio_windows=self.max_audio_windows, audio_tokens_per_window=self.audio_encoder.num_audio_tokens)
 
     # ------------------------------------------------------------------- splicing
 
@@ -332,6 +336,24 @@ def tiny_phi_config(cfg: ModelConfig, vocab_size: int) -> PhiConfig:
     )
 
 
+def assemble(cfg: ModelConfig, whisper_encoder: nn.Module, visual: nn.Module, preprocess: dict, llm: PhiForCausalLM, tokenizer,
+             use_audio: bool = True) -> AVLM:
+    """The one place an AVLM is put together from its parts, as `cfg` says (every builder calls it)."""
+    positions = llm.config.max_position_embeddings
+    if cfg.max_length > positions:
+        raise ValueError(f"model.max_length {cfg.max_length} exceeds the LLM's {positions} positions; set it to {positions} or less")
+    return AVLM(
+        AudioEncoder(whisper_encoder, cfg.audio.window_seconds, cfg.audio.num_audio_tokens),
+        VisionEncoder(visual, preprocess, cfg.vision.feature_layer),
+        llm,
+        tokenizer,
+        projector=cfg.projector,
+        use_audio=use_audio,
+        max_length=cfg.max_length or positions,
+        max_audio_windows=cfg.audio.max_windows,
+    )
+
+
 def build_tiny(cfg: ModelConfig, tokenizer, use_audio: bool = True) -> AVLM:
     """A randomly initialised miniature AVLM built from the paper's classes."""
     t = cfg.tiny
@@ -339,14 +361,7 @@ def build_tiny(cfg: ModelConfig, tokenizer, use_audio: bool = True) -> AVLM:
     siglip = build_tiny_siglip(cfg)
     preprocess = {"size": t.image_size, **SIGLIP_PREPROCESS}
     llm = PhiForCausalLM(tiny_phi_config(cfg, len(tokenizer)))
-    return AVLM(
-        AudioEncoder(encoder, cfg.audio.window_seconds, cfg.audio.num_audio_tokens),
-        VisionEncoder(siglip.visual, preprocess, cfg.vision.feature_layer),
-        llm,
-        tokenizer,
-        projector=cfg.projector,
-        use_audio=use_audio,
-    )
+    return assemble(cfg, encoder, siglip.visual, preprocess, llm, tokenizer, use_audio)
 
 
 # ---------------------------------------------------------------------- paper
@@ -457,14 +472,7 @@ def build_paper(cfg: ModelConfig, use_audio: bool = True, dtype: torch.dtype = t
     visual, preprocess = load_siglip(p.siglip_model, p.siglip_pretrained, p.cache_dir)
     llm, tokenizer = load_llm(p.llm, p.cache_dir, dtype)
     torch.manual_seed(seed)
-    model = AVLM(
-        AudioEncoder(encoder.to(dtype), cfg.audio.window_seconds, cfg.audio.num_audio_tokens),
-        VisionEncoder(visual.to(dtype), preprocess, cfg.vision.feature_layer),
-        llm,
-        tokenizer,
-        projector=cfg.projector,
-        use_audio=use_audio,
-    )
+    model = assemble(cfg, encoder.to(dtype), visual.to(dtype), preprocess, llm, tokenizer, use_audio)
     if p.vision_projector:
         load_bunny_projector(model.vision_projector, p.vision_projector)
     return model

@@ -12,7 +12,7 @@ relative to the data folder. Where to get each (licences as their authors state 
 | librispeech | openslr.org/12 (train-clean-100, -360) | CC BY 4.0 | SPEAKER/CHAPTER/*.trans.txt + *.flac |
 | clotho | zenodo, Clotho v2.1 | audio: Freesound licences; captions: Tampere University licence | clotho_captions_*.csv + the audio folder beside it |
 | audiocaps | github.com/cdjkim/audiocaps (CSV); audio from YouTube, fetched by the user | CSV: MIT | train.csv (+ val/test) + audio/{youtube_id}_{start_time}.wav |
-| videoinstruct | Video-ChatGPT's VideoInstruct-100K JSON + ActivityNet videos | CC BY 4.0 (JSON); videos: ActivityNet terms | VideoInstruct100K.json + videos/ |
+| videoinstruct | VideoInstruct-100K (huggingface.co/datasets/MBZUAI/VideoInstruct-100K) + ActivityNet videos | CC BY-SA 4.0 (JSON, as its dataset card states); videos: ActivityNet terms | VideoInstruct100K.json + videos/ |
 | video-chatgpt | Video-ChatGPT's quantitative evaluation QA files + its test videos | CC BY 4.0 | generic_qa.json, temporal_qa.json, consistency_qa.json + videos/ or Test_Videos/ |
 | activitynet-qa | github.com/MILVLG/activitynet-qa | Apache 2.0 (QA); videos: ActivityNet terms | test_q.json, test_a.json + videos/ |
 | music-avqa | gewu-lab.github.io/MUSIC-AVQA (annotations on GitHub, videos from the project page) | MIT (annotations); videos: YouTube, their owners' terms | json_update/avqa-{train,val,test}.json + videos/, MUSIC-AVQA-videos-Real/ or MUSIC-AVQA-videos-Synthetic/ |

@@ -1,6 +1,6 @@
 """The Bunny chat template with media placeholders, labels, padding and batching.
 
-One sample renders as (DESIGN.md section 1)
+One sample renders as (docs/design.md, section 1)
 
     {SYSTEM} USER: <video>\\n<audio>\\n{question} ASSISTANT: {answer}<|endoftext|>
 
@@ -12,6 +12,14 @@ ever filled with silence pretending to be audio.
 
 Only the answer and its end-of-turn token are supervised; every other position,
 media slots included, carries `IGNORE_INDEX`.
+
+Truncation (model.max_length tokens per sample, model.audio.max_windows audio
+windows per clip): media slots are never cut. Audio windows past the limit are
+dropped whole, before the prompt is laid out; then, if the sample is still too
+long, text is cut from the end, the answer's tail first, then the question's,
+as LLaVA and Bunny cut at model_max_length. A sample whose template and media
+alone exceed max_length is an error naming both lengths. `collate` counts
+what it cut.
 """
 
 from __future__ import annotations
@@ -52,17 +60,23 @@ def _token_id(tokenizer, token: str, hint: str = "") -> int:
     return token_id
 
 
+class TooLong(ValueError):
+    """A sample's template and media slots alone exceed model.max_length."""
+
+
 def encode(
     tokenizer,
     question: str,
     answer: str | None,
     num_video_tokens: int,
     num_audio_tokens: int,
+    max_length: int | None = None,
 ) -> tuple[list[int], list[int]]:
     """Token ids and labels of one sample; `answer=None` leaves the assistant turn open.
 
     Each placeholder becomes `num_*_tokens` copies of its token id; a count of 0
-    drops that modality's line from the prompt.
+    drops that modality's line from the prompt. With `max_length`, text is cut
+    from the end (answer first, then question) to fit; media slots never are.
     """
     if num_video_tokens < 0 or num_audio_tokens < 0:
         raise ValueError(f"media token counts must be >= 0, got video={num_video_tokens} audio={num_audio_tokens}")
@@ -70,20 +84,33 @@ def encode(
         raise ValueError(f"text must not contain {VIDEO_TOKEN} or {AUDIO_TOKEN}: {question!r}")
     video_id, audio_id = media_token_ids(tokenizer)
     counts = {VIDEO_TOKEN: (video_id, num_video_tokens), AUDIO_TOKEN: (audio_id, num_audio_tokens)}
-    prompt = render_prompt(question, has_video=num_video_tokens > 0, has_audio=num_audio_tokens > 0)
-    input_ids: list[int] = []
-    for piece in _PLACEHOLDER.split(prompt):
-        if piece in counts:
-            token_id, count = counts[piece]
-            input_ids += [token_id] * count
-        elif piece:
-            input_ids += tokenizer.encode(piece, add_special_tokens=False)
-    labels = [IGNORE_INDEX] * len(input_ids)
-    if answer is not None:
-        answer_ids = tokenizer.encode(" " + answer, add_special_tokens=False) + [end_of_turn_id(tokenizer)]
-        input_ids += answer_ids
-        labels += answer_ids
-    return input_ids, labels
+
+    def tokens(text: str) -> list[int]:
+        out: list[int] = []
+        for piece in _PLACEHOLDER.split(text):
+            if piece in counts:
+                token_id, count = counts[piece]
+                out += [token_id] * count
+            elif piece:
+                out += tokenizer.encode(piece, add_special_tokens=False)
+        return out
+
+    has_video, has_audio = num_video_tokens > 0, num_audio_tokens > 0
+    input_ids = tokens(render_prompt(question, has_video, has_audio))
+    answer_ids = [] if answer is None else tokenizer.encode(" " + answer, add_special_tokens=False) + [end_of_turn_id(tokenizer)]
+    if max_length is not None and len(input_ids) + len(answer_ids) > max_length:
+        # Lay the prompt out in parts to cut the text alone: the head (system, role, media), the question, the tail.
+        head = tokens(render_prompt("", has_video, has_audio).removesuffix(" ASSISTANT:"))
+        tail = tokenizer.encode(" ASSISTANT:", add_special_tokens=False)
+        room = max_length - len(head) - len(tail)
+        if room < 1:
+            raise TooLong(f"the template and media slots take {len(head) + len(tail)} tokens, more than model.max_length "
+                          f"{max_length}: lower model.audio.max_windows or model.vision.num_frames, or raise model.max_length")
+        question_ids = tokenizer.encode(question, add_special_tokens=False)[:room]
+        answer_ids = answer_ids[: room - len(question_ids)]
+        input_ids = head + question_ids + tail
+    labels = [IGNORE_INDEX] * len(input_ids) + answer_ids
+    return input_ids + answer_ids, labels
 
 
 def end_of_turn_id(tokenizer) -> int:
@@ -119,6 +146,9 @@ def collate(
     tokenizer,
     use_audio: bool = True,
     with_answers: bool = True,
+    max_length: int | None = None,
+    max_audio_windows: int = 0,
+    audio_tokens_per_window: int = 1,
 ) -> dict:
     """Batch samples of pooled features into model inputs.
 
@@ -128,17 +158,23 @@ def collate(
     `use_audio=False` is the vision-only twin: audio is left out of the prompt
     and the batch exactly as for a clip without an audio track.
 
-    Returns input_ids, attention_mask, labels (B, L), and the per-sample
-    feature lists `video_features` and `audio_features` (None where absent).
+    Returns input_ids, attention_mask, labels (B, L), the per-sample feature
+    lists `video_features` and `audio_features` (None where absent), and what
+    truncation cut (module docstring): `cut_samples` (text cut) and
+    `dropped_audio_windows`.
     Training batches pad on the right; generation batches (no answers) on the
     left so every prompt ends where generation starts.
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
     ids, labels, videos, audios = [], [], [], []
+    cut, dropped = 0, 0
     for sample in samples:
         video = _present(sample.get("video_features"))
         audio = _present(sample.get("audio_features")) if use_audio else None
+        if audio is not None and max_audio_windows and audio.shape[0] > max_audio_windows * audio_tokens_per_window:
+            dropped += audio.shape[0] // audio_tokens_per_window - max_audio_windows
+            audio = audio[: max_audio_windows * audio_tokens_per_window]
         answer = sample.get("answer") if with_answers else None
         if with_answers and answer is None:
             raise ValueError(f"sample without an answer in a training batch: {sample.get('question')!r}")
@@ -148,7 +184,11 @@ def collate(
             answer,
             num_video_tokens=0 if video is None else video.shape[0],
             num_audio_tokens=0 if audio is None else audio.shape[0],
+            max_length=max_length,
         )
+        if max_length is not None and len(sample_ids) == max_length:
+            cut += len(encode(tokenizer, sample["question"], answer, 0 if video is None else video.shape[0],
+                              0 if audio is None else audio.shape[0])[0]) > max_length
         ids.append(sample_ids)
         labels.append(sample_labels)
         videos.append(video)
@@ -162,4 +202,6 @@ def collate(
         "labels": pad(labels, IGNORE_INDEX, side),
         "video_features": videos,
         "audio_features": audios,
+        "cut_samples": cut,
+        "dropped_audio_windows": dropped,
     }

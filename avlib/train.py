@@ -198,7 +198,13 @@ def train(
     if cfg.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    groups: list = trainable
+    if cfg.projector_lr and cfg.projector_lr != cfg.lr:  # the projectors learn at their own rate (Bunny's mm_projector_lr)
+        projectors = {id(p) for n, p in model.named_parameters() if "projector" in n}
+        groups = [{"params": [p for p in trainable if id(p) not in projectors], "lr": cfg.lr},
+                  {"params": [p for p in trainable if id(p) in projectors], "lr": cfg.projector_lr}]
+        groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     start_step = 0

@@ -199,3 +199,11 @@ def test_generate_learns_the_answer(make_model, samples, lora):
 def test_encode_media_needs_matching_lists(make_model):
     with pytest.raises(ValueError, match="2 videos but 1 audio"):
         make_model().encode_media([np.zeros((1, 8, 8, 3), np.uint8)] * 2, [None])
+
+
+def test_a_max_length_beyond_the_llms_positions_is_refused(cfg, tokenizer):
+    from avlib.model import build_model
+
+    cfg.max_length = cfg.tiny.llm_max_positions + 1
+    with pytest.raises(ValueError, match="exceeds the LLM's 512 positions"):
+        build_model(cfg, tokenizer)

@@ -11,6 +11,7 @@ from avlib.template import (
     end_of_turn_id,
     media_token_ids,
     render_prompt,
+    TooLong,
 )
 from avlib.tokenizer import train_tokenizer
 
@@ -112,3 +113,37 @@ def test_audio_only_samples_have_no_video_line(tokenizer):
 def test_tokenizer_vocabulary_floor():
     with pytest.raises(ValueError, match="vocab_size must be at least 259"):
         train_tokenizer(["a"], vocab_size=100)
+
+
+def test_long_text_is_cut_from_the_end_and_media_slots_never(tokenizer):
+    video_id, audio_id = media_token_ids(tokenizer)
+    question, answer = "what does the speaker say " * 6, "the speaker says apple " * 30
+    question_for_generation = question * 8
+    full, _ = encode(tokenizer, question, answer, num_video_tokens=6, num_audio_tokens=4)
+    assert len(full) > 260
+    ids, labels = encode(tokenizer, question, answer, num_video_tokens=6, num_audio_tokens=4, max_length=260)
+    assert len(ids) == len(labels) == 260 and ids.count(video_id) == 6 and ids.count(audio_id) == 4
+    assert all(labels[i] == IGNORE_INDEX for i, t in enumerate(ids) if t in (video_id, audio_id))
+    # the question keeps its start, the assistant's turn is still there, the answer is cut first
+    prompt = tokenizer.decode([t for t in ids if t not in (video_id, audio_id)])
+    assert "USER:" in prompt and "ASSISTANT:" in prompt and prompt.split("ASSISTANT:")[1].strip().startswith("the speaker")
+    generation, _ = encode(tokenizer, question_for_generation, None, num_video_tokens=6, num_audio_tokens=4, max_length=260)
+    assert len(generation) == 260 and tokenizer.decode(generation).endswith("ASSISTANT:")
+    # short samples are laid out exactly as without a limit
+    assert encode(tokenizer, "q", "a", 6, 4, max_length=260) == encode(tokenizer, "q", "a", 6, 4)
+
+
+def test_media_that_cannot_fit_is_an_error_naming_both_lengths(tokenizer):
+    with pytest.raises(TooLong, match=r"take \d+ tokens, more than model.max_length 50"):
+        encode(tokenizer, "what is said", "apple", num_video_tokens=40, num_audio_tokens=20, max_length=50)
+
+
+def test_collate_drops_audio_windows_past_the_limit_and_counts_what_it_cut(tokenizer):
+    _, audio_id = media_token_ids(tokenizer)
+    samples = [{"question": "what is said " * 50, "answer": "apple", "video_features": torch.zeros(3, 8),
+                "audio_features": torch.zeros(5 * 4, 8)},
+               {"question": "what is said", "answer": "apple", "video_features": torch.zeros(3, 8), "audio_features": torch.zeros(4, 8)}]
+    batch = collate(samples, tokenizer, max_length=190, max_audio_windows=2, audio_tokens_per_window=4)
+    assert batch["dropped_audio_windows"] == 3 and batch["cut_samples"] == 1
+    assert batch["audio_features"][0].shape == (8, 8) and (batch["input_ids"][0] == audio_id).sum() == 8
+    assert batch["input_ids"].shape[1] == 190

@@ -151,3 +151,14 @@ def test_two_process_matches_one_process(tmp_path):
     for name, value in trainable_state(one).items():
         # Same global batch and loss; only the order of floating-point sums differs.
         torch.testing.assert_close(two[name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def test_the_projectors_can_learn_at_their_own_rate(make_model, samples, lora, tmp_path):
+    model = make_model()
+    cfg = TrainingConfig(steps=2, batch_size=3, lr=1e-2, projector_lr=1e-12, warmup=0, checkpoint_every=1)
+    projectors = {n: p.detach().clone() for n, p in model.named_parameters() if "projector" in n}
+    train(model, samples, "finetune", cfg, tmp_path / "run", lora=lora, progress=False)
+    trained = dict(model.named_parameters())
+    assert max((trained[n] - p).abs().max().item() for n, p in projectors.items()) < 1e-8, "projectors at lr 1e-12 barely move"
+    lora_b = [p for n, p in trained.items() if "lora_B" in n]
+    assert lora_b and max(p.abs().max().item() for p in lora_b) > 1e-4, "LoRA at lr 1e-2 moves"
