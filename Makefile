@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: repro test test-fast venv lock bench data
+.PHONY: repro test test-fast venv lock bench data spread
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
@@ -32,6 +32,10 @@ venv:
 data: venv
 	$(PY) -m avlib.synth --params params.yaml --out data
 	$(VENV)/bin/dvc status data.dvc
+
+## spread: stages 2-4 and the evaluation with seeds 0, 1, 2 on the pipeline's stage 1 (metrics/spread.json; needs make repro)
+spread: venv
+	$(PY) -m avlib.spread --seeds 0 1 2
 
 ## bench: the benchmark scripts, each printing its figures
 bench: venv

@@ -187,10 +187,13 @@ class ChatJudgeConfig:
     """An OpenAI-compatible endpoint; the key comes from the environment variable named here, never from this file."""
 
     base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4o-mini-2024-07-18"  # pinned: a moving alias would change scores between runs
+    # The benchmark's scripts ask `gpt-3.5-turbo`, an alias that moves between snapshots; pinned to the one it
+    # points to now. The published scores (2023) came from earlier, retired snapshots: close, not the same judge.
+    model: str = "gpt-3.5-turbo-0125"
+    temperature: float | None = None  # None: the API's default, as the benchmark's scripts leave it
     api_key_env: str = "OPENAI_API_KEY"
-    price_per_1k_prompt: float = 0.00015
-    price_per_1k_completion: float = 0.0006
+    price_per_1k_prompt: float = 0.0005
+    price_per_1k_completion: float = 0.0015
     timeout: float = 60.0
     max_retries: int = 5
 

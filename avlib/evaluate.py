@@ -220,6 +220,7 @@ BENCHMARK_SOURCES = {
     "video_chatgpt": "`python -m avlib.prepare video-chatgpt --src DOWNLOADED_BENCHMARK --out data` (the synthetic corpus has one too)",
     "activitynet_qa": "`python -m avlib.prepare activitynet-qa --src DOWNLOADED_ACTIVITYNET_QA --out data`",
 }
+FAILURE_ALARM = 0.01  # a run whose judge could not score more than this share of items says so loudly
 # Official prediction file names that Video-ChatGPT's evaluate_benchmark.sh reads from its PRED_DIR.
 OFFICIAL_PRED_FILES = {"correctness_pred": "generic_qa", "detailed_orientation_pred": "generic_qa", "contextual_pred": "generic_qa",
                        "temporal_understanding_pred": "temporal_qa", "consistency_pred": "consistency_qa"}
@@ -339,14 +340,25 @@ def evaluate_video_chatgpt(params, data_root: Path, models: dict, cache, out_dir
         write_official_predictions(predictions, out_dir / "video_chatgpt_official" / name)
         judged[name] = score_benchmark(judge, predictions, progress)
     result: dict = {}
+    accounting: dict = {}
     for name, scores in judged.items():
-        result[name] = {c: float(np.mean([s for s in scores[c] if s is not None])) if any(s is not None for s in scores[c]) else None
-                        for c in CRITERIA}
+        result[name], accounting[name] = {}, {}
+        for c in CRITERIA:
+            scored = [s for s in scores[c] if s is not None]
+            result[name][c] = float(np.mean(scored)) if scored else None
+            accounting[name][c] = {"scored": len(scored), "failed": len(scores[c]) - len(scored),
+                                   "mean_failures_as_zero": float(np.mean([s or 0.0 for s in scores[c]])) if scores[c] else None}
+    result["accounting"] = accounting  # mean over scored items above; failures counted here, and as 0 here
     result["difference"] = {}
     for c in CRITERIA:
         pairs = [(a, b) for a, b in zip(judged["av"][c], judged["vision_only"][c]) if a is not None and b is not None]
         if pairs:
             result["difference"][c] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs], cfg.bootstrap_resamples, params.seed)
+    failed = sum(a["failed"] for per_model in accounting.values() for a in per_model.values())
+    total = sum(a["failed"] + a["scored"] for per_model in accounting.values() for a in per_model.values())
+    if total and failed / total > FAILURE_ALARM:
+        result["warning"] = (f"{failed} of {total} judgements ({100 * failed / total:.1f} %) could not be scored: the means "
+                             "above leave them out; see accounting for the means with failures as 0")
     result["items"] = {f: len(json.loads((bench_dir / f"{f}.json").read_text())) for f in VIDEO_CHATGPT_FILES}
     return result
 
@@ -371,7 +383,8 @@ def evaluate_activitynet_qa(params, data_root: Path, models: dict, cache, out_di
         scored = [v for v in verdicts if v is not None]
         result[name] = {"accuracy": float(np.mean([v[0] == "yes" for v in scored])) if scored else None,
                         "score": float(np.mean([v[1] for v in scored])) if scored else None,
-                        "scored": len(scored), "failed": len(verdicts) - len(scored)}
+                        "scored": len(scored), "failed": len(verdicts) - len(scored),
+                        "score_failures_as_zero": float(np.mean([v[1] if v else 0.0 for v in verdicts])) if verdicts else None}
     pairs = [(a, b) for a, b in zip(judged["av"], judged["vision_only"]) if a is not None and b is not None]
     result["difference"] = {}
     if pairs:
@@ -379,6 +392,9 @@ def evaluate_activitynet_qa(params, data_root: Path, models: dict, cache, out_di
             "accuracy": paired_bootstrap([a[0] == "yes" for a, _ in pairs], [b[0] == "yes" for _, b in pairs], cfg.bootstrap_resamples, params.seed),
             "score": paired_bootstrap([a[1] for a, _ in pairs], [b[1] for _, b in pairs], cfg.bootstrap_resamples, params.seed),
         }
+    failed = sum(result[m]["failed"] for m in judged)
+    if failed / max(1, sum(len(v) for v in judged.values())) > FAILURE_ALARM:
+        result["warning"] = f"{failed} judgements could not be scored: accuracy and score leave them out (score_failures_as_zero counts them)"
     result["items"] = len(records)
     return result
 
@@ -394,7 +410,9 @@ def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progr
     data_root, out_dir = Path(data_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge or ReferenceJudge()
-    metrics: dict = {"judge": judge.name, "benchmarks": list(params.evaluate.benchmarks)}
+    synthetic = params.corpus.profile != "paper"
+    metrics: dict = {"judge": judge.name, "benchmarks": list(params.evaluate.benchmarks),
+                     "data": f"synthetic corpus ({params.corpus.profile})" if synthetic else "prepared real data"}
     for name in params.evaluate.benchmarks:
         if name in QA_BENCHMARKS:
             metrics[name] = evaluate_qa(name, params, data_root, models, cache, out_dir, progress)
@@ -404,17 +422,33 @@ def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progr
             metrics[name] = evaluate_activitynet_qa(params, data_root, models, cache, out_dir, judge, progress)
         else:
             raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join([*QA_BENCHMARKS, 'video_chatgpt', 'activitynet_qa'])}")
+    metrics["judge_info"] = judge.describe()  # model, prompt version (and reply dates) of every judged score
     if hasattr(judge, "stats"):
         metrics["judge_stats"] = {k: v for k, v in vars(judge.stats).items() if k != "failed_items"}
+    metrics["warnings"] = [f"{name}: {metrics[name]['warning']}" for name in params.evaluate.benchmarks if "warning" in metrics[name]]
     (out_dir / "results.md").write_text(results_table(metrics))
     return metrics
 
 
+def _judge_label(metrics: dict) -> str:
+    info = metrics.get("judge_info") or {"judge": metrics["judge"]}
+    if info.get("model") is None:
+        return (f"judge: {info['judge']}, an offline stand-in for the benchmark's GPT judge; its scores are not comparable "
+                "with published GPT-judged ones")
+    return f"judge: {info['model']}, prompts {info.get('prompt_version')}, temperature {info.get('temperature') or 'API default'}"
+
+
 def results_table(metrics: dict) -> str:
-    """The study's results as markdown, one section per benchmark."""
-    lines: list[str] = []
+    """The study's results as markdown, one section per benchmark, each saying which data and which judge made it."""
+    synthetic = metrics.get("data", "").startswith("synthetic")
+    lines: list[str] = [f"> **{w}**" for w in metrics.get("warnings", [])]
+    lines += [f"Data: {metrics.get('data', 'unknown')}." + (
+        " Its Video-ChatGPT and ActivityNet-QA-style questions are synthetic sets in the benchmarks' formats, not the"
+        " benchmarks themselves." if synthetic else ""), ""]
     for name in metrics["benchmarks"]:
         result, title = metrics[name], BENCHMARK_TITLES[name]
+        if synthetic and name == "video_chatgpt":
+            title = "Video-ChatGPT-format questions (synthetic)"
         if name in QA_BENCHMARKS:
             needs = list(result["difference"])
             lines += [f"### {title}: accuracy by what the question needs", "",
@@ -431,13 +465,16 @@ def results_table(metrics: dict) -> str:
             for ablation, values in result["ablations"].items():
                 lines.append(f"| {ablation.replace('_', ' ')} | " + " | ".join(f"{values['delta'][n]:+.3f}" for n in needs) + " |")
         elif name == "video_chatgpt":
-            lines += [f"### {title}, five criteria (0-5, judge: {metrics['judge']})", "",
-                      "| criterion | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
+            lines += [f"### {title}, five criteria (0-5; {_judge_label(metrics)})", "",
+                      "| criterion | audio-visual model | vision-only twin | difference [95% CI] | unscored (AV / twin) |",
+                      "|---|---|---|---|---|"]
+            accounting = result.get("accounting", {})
             for c, diff in result["difference"].items():
+                failed = " / ".join(str(accounting.get(m, {}).get(c, {}).get("failed", "?")) for m in ("av", "vision_only"))
                 lines.append(f"| {c} | {result['av'][c]:.2f} | {result['vision_only'][c]:.2f} | "
-                             f"{diff['mean']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}] |")
+                             f"{diff['mean']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}] | {failed} |")
         else:
-            lines += [f"### {title} (judge: {metrics['judge']})", "",
+            lines += [f"### {title} ({_judge_label(metrics)})", "",
                       "| measure | audio-visual model | vision-only twin | difference [95% CI] |", "|---|---|---|---|"]
             for measure, digits in (("accuracy", 3), ("score", 2)):
                 diff = result["difference"].get(measure)

@@ -9,8 +9,13 @@ Video-ChatGPT's benchmark scores a prediction 0-5 on five criteria:
     consistency   consistency pairs: do two phrasings of a question get the same, right answer?
 
 `ChatJudge` asks any OpenAI-compatible chat endpoint (hosted, or a local
-server), with the model pinned and temperature 0, using prompts written for
-this project. Raw replies are cached on disk under a key of (model, prompt), so
+server), with the model pinned and the temperature left to the API unless set
+(as the benchmark's scripts leave it), using prompts in this project's words
+that carry the benchmark's rubric for each criterion (PROMPT_VERSION), both
+phrasings and both predictions for consistency. Replies are read as the
+benchmark reads them: a Python dict (or JSON), its score through int().
+(The benchmark's own consistency script sends the first phrasing twice, a slip
+in its code; this judge sends both.) Raw replies are cached on disk under a key of (model, prompt), so
 a rerun costs nothing and an interrupted run resumes where it stopped. Errors
 the service may recover from (429, 5xx, timeouts, dropped connections) are
 retried with exponential backoff; a reply without a usable score is retried,
@@ -63,7 +68,13 @@ class ReferenceJudge:
 
     name = "reference"
 
-    def score(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None = None) -> float:
+    def describe(self) -> dict:
+        """What produced the scores, recorded beside them."""
+        return {"judge": self.name, "model": None, "prompt_version": None,
+                "note": "offline stand-in (avlib.judge.ReferenceJudge); not comparable with GPT-judged scores"}
+
+    def score(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None = None,
+              question2: str | None = None) -> float:
         if criterion not in CRITERIA:
             raise JudgeError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
         reference, stated = _content(answer), _content(prediction)
@@ -94,23 +105,31 @@ class ReferenceJudge:
 
 # ----------------------------------------------------------------- chat judge
 
+# The benchmark's rubric, per criterion, in this project's words. Every prompt asks for the benchmark's
+# reply form, a Python dict such as {'score': 4}, and counts synonyms and paraphrases as matches.
+# Bump PROMPT_VERSION whenever a prompt changes: it is recorded beside every score.
+PROMPT_VERSION = "vcgpt-rubric-2"
 SYSTEM_PROMPT = (
-    "You grade answers that a video assistant gave about short videos. You see the question, a reference "
-    "answer written by someone who watched and listened to the video, and the assistant's answer. Judge only "
-    "the aspect you are asked about. Reply with JSON only, of the form {\"score\": N, \"reason\": \"...\"}, "
-    "where N is an integer from 0 (worst) to 5 (best)."
+    "You grade the answers a video assistant gave to questions about videos. You are given the question, the "
+    "correct answer and the assistant's answer, and you judge one aspect of the answer, described below. "
+    "Synonyms and paraphrases count as matches. Answer with a Python dictionary and nothing else, with the key "
+    "'score' and an integer value from 0 (worst) to 5 (best), for example {'score': 3}."
 )
 CRITERION_PROMPTS = {
-    "correctness": "Aspect: correctness. Is everything the assistant states consistent with the reference? "
-                   "Penalise any claim the reference contradicts, including made-up sounds, words or objects.",
-    "detail": "Aspect: detail. How completely does the assistant cover what the reference says matters "
-              "(what is seen and what is heard)? Missing facts lower the score; style does not matter.",
-    "context": "Aspect: contextual understanding. Does the answer fit the video as a whole, as the reference "
-               "describes it, rather than fragments or generic statements?",
-    "temporal": "Aspect: temporal understanding. Does the assistant get the order of events right, as the "
-                "reference gives it? An answer with the right events in the wrong order scores low.",
-    "consistency": "Aspect: consistency. The same question was asked in two phrasings. Are both answers correct "
-                   "with respect to the reference, and do they agree with each other?",
+    "correctness": "Aspect: correctness of information. Compare the assistant's answer with the correct answer: is "
+                   "what it says factually right? Look for misinterpretations and for information the correct "
+                   "answer does not support. Score how accurate the answer is as a whole.",
+    "detail": "Aspect: detail orientation. Does the assistant's answer cover all the main points of the correct "
+              "answer, leaving out nothing important (completeness), and does it give specific details rather than "
+              "generic statements (specificity)? Score both together.",
+    "context": "Aspect: contextual understanding. Does the assistant's answer fit the overall context of the video "
+               "as the correct answer describes it, without information that is out of context or does not belong?",
+    "temporal": "Aspect: temporal understanding. Does the assistant's answer get the order of events right, as the "
+                "correct answer gives it? Judge the sequence of events, not other details.",
+    "consistency": "Aspect: consistency. The same question was asked in two phrasings, with one correct answer for "
+                   "both. Are the assistant's two answers consistent with each other and with the correct answer, "
+                   "without contradictions or notable differences in what they say about the video? Paraphrases "
+                   "count only where they keep the same information.",
 }
 QA_SYSTEM_PROMPT = (
     "You check answers to questions about videos. Compare the predicted answer with the correct one and decide "
@@ -195,6 +214,7 @@ class ChatJudge:
         price_per_1k_prompt: float = 0.0,
         price_per_1k_completion: float = 0.0,
         sleep=time.sleep,
+        temperature: float | None = None,
     ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
@@ -204,23 +224,35 @@ class ChatJudge:
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.prices = (price_per_1k_prompt, price_per_1k_completion)
         self.sleep = sleep
+        self.temperature = temperature
         self.stats = JudgeStats()
+        self.asked_on: set[str] = set()  # the dates (UTC) the replies used in this run were given
+
+    def describe(self) -> dict:
+        """What produced the scores, recorded beside them: model, prompt version, temperature, reply dates."""
+        dates = sorted(self.asked_on)
+        return {"judge": self.name, "model": self.model, "prompt_version": PROMPT_VERSION, "temperature": self.temperature,
+                "replies_dated": [dates[0], dates[-1]] if dates else None}
 
     # -- prompts and cache
 
-    def messages(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None) -> list[dict]:
+    def messages(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None = None,
+                 question2: str | None = None) -> list[dict]:
         if criterion not in CRITERIA:
             raise JudgeError(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
         if criterion == "consistency":
-            body = (f"Question, first phrasing: {question}\nReference answer: {answer}\n"
+            if prediction2 is None or question2 is None:
+                raise JudgeError("consistency needs both phrasings of the question and both predictions")
+            body = (f"Question, first phrasing: {question}\nQuestion, second phrasing: {question2}\nCorrect answer: {answer}\n"
                     f"Assistant's answer to the first phrasing: {prediction}\nAssistant's answer to the second phrasing: {prediction2}")
         else:
-            body = f"Question: {question}\nReference answer: {answer}\nAssistant's answer: {prediction}"
+            body = f"Question: {question}\nCorrect answer: {answer}\nAssistant's answer: {prediction}"
         return [{"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": f"{CRITERION_PROMPTS[criterion]}\n\n{body}"}]
 
     def _key(self, messages: list[dict]) -> str:
-        return hashlib.sha256(json.dumps({"model": self.model, "messages": messages}, sort_keys=True).encode()).hexdigest()
+        asked = {"model": self.model, "messages": messages, "temperature": self.temperature}
+        return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
     def _cache_path(self, key: str) -> Path:
         return self.cache / key[:2] / f"{key}.json"
@@ -233,7 +265,10 @@ class ChatJudge:
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0}).encode()
+        request = {"model": self.model, "messages": messages}
+        if self.temperature is not None:  # unset, the API's default, as the benchmark's scripts leave it
+            request["temperature"] = self.temperature
+        body = json.dumps(request).encode()
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         self.stats.requests += 1
         try:
@@ -259,6 +294,7 @@ class ChatJudge:
             cached = json.loads(path.read_text())
             if usable(cached["reply"]) is not None:
                 self.stats.cached += 1
+                self.asked_on.add(cached.get("date", "unknown"))
                 return cached["reply"]
         last_reply = None
         for attempt in range(self.max_retries + 1):
@@ -279,8 +315,10 @@ class ChatJudge:
             self.stats.completion_tokens += int(usage.get("completion_tokens", 0))
             self.stats.cost += (usage.get("prompt_tokens", 0) * self.prices[0] + usage.get("completion_tokens", 0) * self.prices[1]) / 1000
             last_reply = reply
-            self._store(path, {"model": self.model, "messages": messages, "reply": reply, "usage": usage})
+            today = time.strftime("%Y-%m-%d", time.gmtime())
+            self._store(path, {"model": self.model, "messages": messages, "reply": reply, "usage": usage, "date": today})
             if usable(reply) is not None:
+                self.asked_on.add(today)
                 return reply
         return None if last_reply is None or usable(last_reply) is None else last_reply
 
@@ -290,9 +328,10 @@ class ChatJudge:
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
 
-    def score(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None = None) -> float | None:
+    def score(self, criterion: str, question: str, answer: str, prediction: str, prediction2: str | None = None,
+              question2: str | None = None) -> float | None:
         """0-5, or None (counted in stats.failures) when no usable reply came."""
-        messages = self.messages(criterion, question, answer, prediction, prediction2)
+        messages = self.messages(criterion, question, answer, prediction, prediction2, question2)
         reply = self._reply(messages)
         if reply is None:
             self.stats.failures += 1
@@ -314,6 +353,16 @@ class ChatJudge:
         return verdict, float(score)
 
 
+def make_judge(cfg, cache_dir: str | Path):
+    """The judge evaluate.judge names: the offline reference judge, or a chat judge configured by evaluate.chat."""
+    if cfg.judge == "reference":
+        return ReferenceJudge()
+    c = cfg.chat
+    return ChatJudge(c.base_url, c.model, cache_dir, c.api_key_env, c.timeout, c.max_retries,
+                     price_per_1k_prompt=c.price_per_1k_prompt, price_per_1k_completion=c.price_per_1k_completion,
+                     temperature=c.temperature)
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, after: float | None):
         super().__init__(reason)
@@ -330,7 +379,7 @@ def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = 
         out = []
         for r in tqdm(records, desc=f"judge {criterion}", disable=not progress):
             if criterion == "consistency":
-                out.append(judge.score(criterion, r["Q1"], r["A"], r["pred1"], r["pred2"]))
+                out.append(judge.score(criterion, r["Q1"], r["A"], r["pred1"], r["pred2"], question2=r["Q2"]))
             else:
                 out.append(judge.score(criterion, r["Q"], r["A"], r["pred"]))
         scores[criterion] = out

@@ -61,7 +61,7 @@ example = read_corpus_split(data_dir, "speech_to_text")[0]
 item = FeatureDataset([example], cache)[0]
 batch = model.collate([item])
 ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-print({k: (tuple(v.shape) if hasattr(v, "shape") else len(v)) for k, v in batch.items()})
+print({k: tuple(v.shape) if hasattr(v, "shape") else f"{len(v)} tensors" if isinstance(v, list) else v for k, v in batch.items()})
 tokens = model.tokenizer.convert_ids_to_tokens(ids)
 runs, last = [], None
 for token, label in zip(tokens, labels):

@@ -43,7 +43,7 @@ from IPython.display import Image, Markdown, display
 
 from avlib.config import load_params
 from avlib.evaluate import QA_BENCHMARKS, run_study
-from avlib.judge import ChatJudge, ReferenceJudge
+from avlib.judge import make_judge
 from avlib.plots import save_figures
 from avlib.runtime import configure as configure_runtime, for_inference
 from avlib.train import load_trained_model, open_cache, pretrained_parts
@@ -67,18 +67,15 @@ models = {name: for_inference(model) for name, model in models.items()}  # on a 
 # environment variable named in `params.yaml`, never from here.
 
 # %%
-if params.evaluate.judge == "chat":
-    c = params.evaluate.chat
-    judge = ChatJudge(c.base_url, c.model, Path(predictions_dir) / "judge_cache", c.api_key_env, c.timeout, c.max_retries,
-                      price_per_1k_prompt=c.price_per_1k_prompt, price_per_1k_completion=c.price_per_1k_completion)
-else:
-    judge = ReferenceJudge()
+judge = make_judge(params.evaluate, Path(predictions_dir) / "judge_cache")
 print("judge:", judge.name)
 
 # %%
 metrics = run_study(params, data_dir, models, cache, predictions_dir, judge)
 Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
 Path(metrics_file).write_text(json.dumps(metrics, indent=1) + "\n")
+for warning in metrics["warnings"]:  # a judge that could not score more than 1 % of the items, say
+    print(f"WARNING: {warning}")
 display(Markdown((Path(predictions_dir) / "results.md").read_text()))
 
 # %% [markdown]

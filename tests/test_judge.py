@@ -98,6 +98,8 @@ class ChatServer:
                     self.end_headers()
                     return
                 content = "not a score at all" if behaviour == "malformed" else json.dumps({"score": 4, "reason": "fine"})
+                if behaviour == "verdict":  # the benchmark's own reply form: a Python dict, a float score
+                    content = "{'pred': 'yes', 'score': 4.8}"
                 if behaviour == "garbage":
                     payload = b"{this is not json"
                 else:
@@ -132,7 +134,8 @@ def test_scores_are_cached_and_accounted(tmp_path, monkeypatch):
     with ChatServer() as server:
         judge = _judge(server, tmp_path)
         assert judge.score("correctness", "q", "a", "p") == 4.0
-        assert server.requests[0]["body"]["temperature"] == 0 and server.requests[0]["body"]["model"] == "judge-model-1"
+        assert "temperature" not in server.requests[0]["body"]  # the API's default, as the benchmark's scripts leave it
+        assert server.requests[0]["body"]["model"] == "judge-model-1"
         assert server.requests[0]["auth"] == "Bearer sk-secret-123"
         assert judge.stats.prompt_tokens == 100 and judge.stats.completion_tokens == 10
         assert judge.stats.cost == pytest.approx((100 * 0.5 + 10 * 1.5) / 1000)
@@ -194,3 +197,49 @@ def test_a_killed_run_resumes_and_asks_nothing_twice(tmp_path):
         assert len(server.requests) == total  # the 8 left, nothing twice
         assert resumed.stats.cached == 7
         assert all(s == 4.0 for values in scores.values() for s in values)
+
+
+def test_consistency_prompts_carry_both_phrasings_and_both_predictions(tmp_path):
+    with ChatServer() as server:
+        judge = _judge(server, tmp_path, temperature=0.0)
+        score_benchmark(judge, {"generic_qa": [], "temporal_qa": [],
+                                "consistency_qa": [{"Q1": "Who plays?", "Q2": "Which person is playing?", "A": "A man.",
+                                                    "pred1": "A man plays.", "pred2": "The man.", "video_name": "v"}]})
+        (request,) = server.requests
+        prompt = request["body"]["messages"][-1]["content"]
+        for text in ("Who plays?", "Which person is playing?", "A man.", "A man plays.", "The man."):
+            assert text in prompt
+        assert request["body"]["temperature"] == 0.0
+        system = request["body"]["messages"][0]["content"]
+        assert "paraphrases" in system and "{'score': 3}" in system
+    with pytest.raises(JudgeError, match="both phrasings"):
+        judge.messages("consistency", "q", "a", "p", "p2")
+
+
+def test_every_criterion_prompt_carries_the_rubric(tmp_path):
+    judge = _judge(type("S", (), {"url": "http://127.0.0.1:9/v1"})(), tmp_path)
+    for criterion, words in (("correctness", "factually"), ("detail", "completeness"), ("context", "context"),
+                             ("temporal", "order of events"), ("consistency", "contradictions")):
+        assert words in judge.messages(criterion, "q", "a", "p", "p2", "q2")[-1]["content"]
+
+
+def test_the_judge_is_described_beside_its_scores(tmp_path):
+    from avlib.config import EvaluateConfig
+    from avlib.judge import PROMPT_VERSION, make_judge
+
+    assert make_judge(EvaluateConfig(judge="reference"), tmp_path).describe()["model"] is None
+    chat = make_judge(EvaluateConfig(judge="chat"), tmp_path)
+    assert chat.describe() == {"judge": "chat:gpt-3.5-turbo-0125", "model": "gpt-3.5-turbo-0125", "prompt_version": PROMPT_VERSION,
+                               "temperature": None, "replies_dated": None}
+
+
+def test_activitynet_qa_is_judged_the_benchmarks_way(tmp_path):
+    with ChatServer(["malformed", "verdict"]) as server:
+        judge = _judge(server, tmp_path)
+        assert judge.judge_qa("is it day", "yes", "Yes, it is.") == ("yes", 4.0)  # 4.8 truncated, as int() does
+        prompt = server.requests[-1]["body"]["messages"][-1]["content"]
+        assert "Correct answer: yes" in prompt and "'pred'" in prompt and "'score'" in prompt
+    with ChatServer(["malformed"] * 10) as server:
+        judge = _judge(server, tmp_path / "other")
+        assert judge.judge_qa("q", "a", "p") is None and judge.stats.failures == 1
+    assert ReferenceJudge().judge_qa("how many", "2", "Two.") == ("yes", 5.0)

@@ -123,3 +123,16 @@ def test_a_failing_cell_fails_the_stage_and_shows_in_the_notebook(smoke_repo):
     errors = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors and "variant must be 'av' or 'vision_only'" in errors[0]["evalue"]
     assert (smoke_repo / "reports" / "notebooks" / "broken.html").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_the_seed_spread_reruns_stages_2_to_4_and_its_seed_0_is_the_pipelines_run(smoke_repo, tmp_path):
+    sh(sys.executable, "-m", "avlib.spread", "--seeds", "0", "1", "--out", str(tmp_path / "spread"),
+       "--metrics", str(tmp_path / "spread.json"), cwd=smoke_repo)
+    spread = json.loads((tmp_path / "spread.json").read_text())
+    study = json.loads((smoke_repo / "metrics" / "study.json").read_text())
+    assert spread["per_seed"]["0"] == study  # the same bits as the notebooks' run
+    difference = spread["summary"]["audio_aware.difference.audio.mean"]
+    assert len(difference["values"]) == 2 and difference["sd"] >= 0
+    assert spread["per_seed"]["1"] != study  # another seed is another draw

@@ -1,0 +1,103 @@
+"""How much the study's results move with the training seed: stages 2-4 and the evaluation, once per seed.
+
+The committed run is one draw. This experiment keeps stage 1 (the foundation
+models and the feature cache, built with params.yaml's seed) and reruns
+projector pretraining, both finetunings and the evaluation with each seed
+given; seed 0 equals the pipeline's own run. It writes each seed's metrics and
+a summary, mean and standard deviation over seeds of every accuracy, criterion
+score and AV - twin difference, with each seed's confidence intervals:
+
+    python -m avlib.spread --seeds 0 1 2          # about 8 minutes a seed on 2 cores (tiny)
+    make spread                                   # the same
+
+Not part of `dvc repro`: it reads the pipeline's stage-1 outputs and writes
+runs/spread/ and metrics/spread.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from avlib.config import load_params
+from avlib.evaluate import run_study
+from avlib.runtime import configure, for_inference
+from avlib.train import load_trained_model, open_cache, pretrained_parts, run_stage
+
+
+def run_seed(params, seed: int, data: Path, foundation: Path, features: Path, out: Path) -> dict:
+    """Stages 2-4 and the evaluation with `seed`; returns the metrics (as metrics/study.json holds them)."""
+    params = dataclasses.replace(params, seed=seed)
+    pretrain = out / "pretrain"
+    run_stage(params, "pretrain_audio", data, foundation, features, pretrain / "audio", progress=False)
+    if params.pretrain.train_vision_projector:
+        run_stage(params, "pretrain_vision", data, foundation, features, pretrain / "vision", progress=False)
+    parts = pretrained_parts(params, pretrain)
+    models = {}
+    for variant, use_audio in (("av", True), ("vision_only", False)):
+        run_stage(params, "finetune", data, foundation, features, out / "finetune" / variant, use_audio=use_audio,
+                  init_from=parts, progress=False)
+        models[variant] = load_trained_model(params, foundation, [*parts, out / "finetune" / variant / "final"], use_audio)
+    cache = open_cache(params, models["av"], data, features)
+    models = {name: for_inference(model) for name, model in models.items()}
+    return run_study(params, data, models, cache, out / "predictions")
+
+
+def _leaves(tree, prefix: str = "") -> dict[str, float]:
+    """Flatten the numbers of a metrics tree: {'audio_aware.av.audio': 0.71, ...}."""
+    out = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        out[prefix] = float(tree)
+    return out
+
+
+def summarise(per_seed: dict[int, dict]) -> dict:
+    """Mean and sample standard deviation over seeds of every accuracy, score and difference (not counts or CIs)."""
+    flat = {seed: _leaves(metrics) for seed, metrics in per_seed.items()}
+    keys = sorted(set.intersection(*(set(f) for f in flat.values())))
+    keys = [k for k in keys if not any(part in k.split(".") for part in ("ci", "n", "resamples", "items", "scored", "failed"))]
+    summary = {}
+    for key in keys:
+        values = np.array([flat[seed][key] for seed in per_seed])
+        summary[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                        "values": [float(v) for v in values]}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m avlib.spread", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--foundation", default="checkpoints/foundation")
+    parser.add_argument("--features", default="features")
+    parser.add_argument("--out", default="runs/spread")
+    parser.add_argument("--metrics", default="metrics/spread.json")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) < 2:
+        parser.error("give at least two different seeds: a spread needs two draws")
+    params = load_params(args.params)
+    configure(params.runtime)
+    per_seed = {}
+    for seed in args.seeds:
+        out = Path(args.out) / f"seed{seed}"
+        per_seed[seed] = run_seed(params, seed, Path(args.data), Path(args.foundation), Path(args.features), out)
+        (out / "metrics.json").write_text(json.dumps(per_seed[seed], indent=1) + "\n")
+        print(f"seed {seed}: done ({out})", flush=True)
+    result = {"seeds": args.seeds, "stage1_seed": params.seed, "summary": summarise(per_seed),
+              "per_seed": {str(seed): metrics for seed, metrics in per_seed.items()}}
+    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.metrics).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{len(result['summary'])} figures summarised over seeds {args.seeds} in {args.metrics}")
+
+
+if __name__ == "__main__":
+    main()
