@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -290,7 +291,44 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return value
     elif isinstance(value, tp):
         return value
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    hint = ""
+    if tp is float and isinstance(value, str):
+        try:
+            float(value)
+            hint = f"; YAML reads {value} as text: write it with a decimal point, e.g. {float(value):.1e}".replace("e-0", "e-")
+        except ValueError:
+            pass
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
+
+
+# What a value must be, by field name, wherever the field appears (avlib.config is the only place that knows).
+_AT_LEAST_ONE = {"steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "num_frames", "num_audio_tokens", "n_mels",
+                 "bootstrap_resamples", "max_new_tokens", "rank", "alpha", "frames_per_clip", "seq_len", "image_size", "patch_size",
+                 "vision_width", "vision_layers", "vision_heads", "audio_width", "audio_layers", "audio_heads", "text_width",
+                 "text_layers", "text_heads", "llm_hidden", "llm_layers", "llm_heads", "llm_intermediate", "llm_max_positions",
+                 "vocab_size", "whisper_text_ctx", "max_retries"}
+_AT_LEAST_ZERO = {"warmup", "max_windows", "max_length", "threads", "max_speech", "max_captions", "seed"}
+_POSITIVE = {"lr", "window_seconds", "max_grad_norm", "timeout"}
+_NOT_NEGATIVE = {"projector_lr", "weight_decay", "temperature", "aux_weight", "price_per_1k_prompt", "price_per_1k_completion"}
+_FRACTION = {"dropout", "min_lr_ratio"}
+
+
+def check_ranges(config: Any, path: str = "") -> None:
+    """Raise ConfigError naming the first value out of its range (steps >= 1, learning rates > 0 and finite, ...)."""
+    for f in dataclasses.fields(config):
+        value, where = getattr(config, f.name), f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, where)
+            continue
+        if value is None or isinstance(value, (str, list, bool)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {value}")
+        rule = ("at least 1", value >= 1) if f.name in _AT_LEAST_ONE else ("at least 0", value >= 0) if f.name in _AT_LEAST_ZERO \
+            else ("greater than 0", value > 0) if f.name in _POSITIVE else ("at least 0", value >= 0) if f.name in _NOT_NEGATIVE \
+            else ("from 0 to below 1", 0 <= value < 1) if f.name in _FRACTION else None
+        if rule is not None and not rule[1]:
+            raise ConfigError(f"{where}: must be {rule[0]}, got {value}")
 
 
 def from_dict(cls: type, data: dict, path: str = "") -> Any:
@@ -312,13 +350,26 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such parameter file; run from the repository root or pass its path")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return from_dict(Params, data)
+        params = from_dict(Params, data)
+        check_ranges(params)
+        return params
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's data; a syntax error names the file, line and column (tabs, unclosed brackets, ...)."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}); YAML indents with spaces, never tabs") from None
 
 
 def to_dict(config: Any) -> dict:
@@ -363,7 +414,7 @@ def _profile_data(name: str, profiles: Path, seen: tuple[str, ...] = ()) -> dict
         raise ConfigError(f"unknown profile {name!r}; available: {', '.join(available)}")
     if name in seen:
         raise ConfigError(f"profiles/{name}.yaml: extends itself through {' -> '.join(seen)}")
-    data = yaml.safe_load((profiles / f"{name}.yaml").read_text()) or {}
+    data = read_yaml(profiles / f"{name}.yaml")
     if name == "tiny":
         return data
     base = data.pop("extends", "tiny")
@@ -374,7 +425,9 @@ def profile_params(name: str, profiles: str | Path = PROFILES_DIR) -> tuple[dict
     """The tiny defaults merged with profiles/<name>.yaml's overrides (and those of the profile it extends), validated."""
     data = _profile_data(name, Path(profiles))
     try:
-        return data, from_dict(Params, data)
+        params = from_dict(Params, data)
+        check_ranges(params)
+        return data, params
     except ConfigError as err:
         raise ConfigError(f"profiles/{name}.yaml: {err}") from None
 

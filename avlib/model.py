@@ -209,6 +209,11 @@ class AVLM(nn.Module):
                 param.requires_grad_("lora_" in name)
 
     def add_lora(self, lora: LoraConfig) -> None:
+        names = {name.rsplit(".", 1)[-1] for name, module in self.llm.named_modules() if isinstance(module, nn.Linear)}
+        unknown = sorted(set(lora.target_modules) - names)
+        if unknown:
+            raise ValueError(f"finetune.lora.target_modules names {unknown}, which the LLM does not have; "
+                             f"its linear layers are {sorted(names)}")
         config = PeftLoraConfig(
             r=lora.rank,
             lora_alpha=lora.alpha,

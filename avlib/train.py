@@ -181,6 +181,8 @@ def train(
     from accelerate.utils import DistributedDataParallelKwargs
 
     out = Path(out)
+    if cfg.steps < 1:
+        raise ValueError(f"{stage}: steps must be at least 1, got {cfg.steps}; a run with no step would save an untrained model")
     if accelerator is None:
         mixed = "bf16" if torch.cuda.is_available() else "no"
         accelerator = Accelerator(

@@ -1,4 +1,7 @@
+import re
+
 import pytest
+import yaml
 
 from avlib.config import ConfigError, ModelConfig, Params, from_dict, load_config, load_params, save_config
 
@@ -84,3 +87,51 @@ def test_profile_with_a_typo_is_rejected(tmp_path):
         use_profile("odd", tmp_path / "params.yaml", profiles=tmp_path)
     with pytest.raises(ConfigError, match="unknown profile 'huge'; available: odd, tiny"):
         use_profile("huge", tmp_path / "params.yaml", profiles=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [("finetune.steps: -5", "finetune.steps: must be at least 1, got -5"),
+     ("model.vision.num_frames: 0", "model.vision.num_frames: must be at least 1, got 0"),
+     ("finetune.batch_size: 0", "finetune.batch_size: must be at least 1"),
+     ("finetune.grad_accum: 0", "finetune.grad_accum: must be at least 1"),
+     ("pretrain.audio.checkpoint_every: 0", "pretrain.audio.checkpoint_every: must be at least 1"),
+     ("finetune.lr: .nan", "finetune.lr: must be a finite number"),
+     ("finetune.lr: 0.0", "finetune.lr: must be greater than 0"),
+     ("evaluate.temperature: .nan", "evaluate.temperature: must be a finite number"),
+     ("evaluate.temperature: -1.0", "evaluate.temperature: must be at least 0"),
+     ("model.audio.window_seconds: 0.0", "model.audio.window_seconds: must be greater than 0"),
+     ("finetune.lora.dropout: 1.5", "finetune.lora.dropout: must be from 0 to below 1"),
+     ("finetune.lr: 3e-3", "YAML reads 3e-3 as text: write it with a decimal point, e.g. 3.0e-3")],
+)
+def test_values_out_of_range_are_refused_naming_key_and_value(tmp_path, edit, message):
+    from avlib.config import ConfigError, deep_merge, load_params, profile_params
+
+    data, _ = profile_params("tiny")
+    key, value = edit.split(": ")
+    override: dict = {}
+    node = override
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value) if value != "3e-3" else "3e-3"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(data, override)))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_params(path)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    from avlib.config import ConfigError, load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: tiny\nfinetune:\n\tsteps: 10\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}:3:1: not valid YAML") + ".*never tabs"):
+        load_params(path)
+
+
+def test_a_misspelt_lora_target_is_refused_with_the_valid_names(make_model):
+    from avlib.config import LoraConfig
+
+    with pytest.raises(ValueError, match=r"names \['qproj'\], which the LLM does not have; its linear layers are \[.*'q_proj'"):
+        make_model().configure_training("finetune", LoraConfig(rank=4, alpha=8, target_modules=["qproj", "v_proj"]))
