@@ -328,7 +328,7 @@ def evaluate_qa(benchmark: str, params, data_root: Path, models: dict, cache, ou
 
 def evaluate_video_chatgpt(params, data_root: Path, models: dict, cache, out_dir: Path, judge, progress: bool = False) -> dict:
     """Both models' predictions in the official formats (and file names), scored on the five criteria by `judge`."""
-    from avlib.judge import CRITERIA, score_benchmark
+    from avlib.judge import CRITERIA, save_scores, score_benchmark
 
     cfg = params.evaluate
     bench_dir = benchmark_dir(data_root, "video_chatgpt")
@@ -339,6 +339,7 @@ def evaluate_video_chatgpt(params, data_root: Path, models: dict, cache, out_dir
             (out_dir / f"video_chatgpt_{name}_{file}.json").write_text(json.dumps(records, indent=1))
         write_official_predictions(predictions, out_dir / "video_chatgpt_official" / name)
         judged[name] = score_benchmark(judge, predictions, progress)
+    save_scores(out_dir / "video_chatgpt_scores.json", judge, judged)  # per item: `python -m avlib.judge agree` compares judges
     result: dict = {}
     accounting: dict = {}
     for name, scores in judged.items():

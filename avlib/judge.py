@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -384,3 +385,98 @@ def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = 
                 out.append(judge.score(criterion, r["Q"], r["A"], r["pred"]))
         scores[criterion] = out
     return scores
+
+
+# ----------------------------------------------------------- judge agreement
+
+
+def save_scores(path: str | Path, judge, scores: dict[str, dict[str, list[float | None]]]) -> Path:
+    """Per-item scores of every model and criterion, with the judge that gave them: what `agree` compares."""
+    path = Path(path)
+    path.write_text(json.dumps({"judge": judge.describe(), "scores": scores}, indent=1))
+    return path
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rank correlation; None where either side is constant or there are fewer than 3 pairs."""
+    if len(a) < 3:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var_a, var_b = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return None if var_a == 0 or var_b == 0 else cov / (var_a * var_b) ** 0.5
+
+
+def agree(first: dict, second: dict) -> dict:
+    """How two judges' per-item scores on the same predictions compare, per criterion:
+    Spearman correlation over both models' items, mean difference (second - first), and each judge's
+    AV - twin difference, with whether the AV model stays ahead (or behind) under both."""
+    out = {}
+    for criterion in CRITERIA:
+        a_all, b_all, gaps = [], [], {}
+        for label, scores in (("first", first["scores"]), ("second", second["scores"])):
+            means = {}
+            for model in ("av", "vision_only"):
+                values = [v for v in scores[model][criterion] if v is not None]
+                means[model] = sum(values) / len(values) if values else None
+            gaps[label] = None if None in means.values() else means["av"] - means["vision_only"]
+        for model in ("av", "vision_only"):
+            pairs = [(x, y) for x, y in zip(first["scores"][model][criterion], second["scores"][model][criterion])
+                     if x is not None and y is not None]
+            a_all += [x for x, _ in pairs]
+            b_all += [y for _, y in pairs]
+        holds = None if None in gaps.values() else (gaps["first"] > 0) == (gaps["second"] > 0) and (gaps["first"] == 0) == (gaps["second"] == 0)
+        out[criterion] = {"pairs": len(a_all), "spearman": spearman(a_all, b_all),
+                          "mean_difference": sum(y - x for x, y in zip(a_all, b_all)) / len(a_all) if a_all else None,
+                          "av_minus_twin": gaps, "ranking_holds": holds}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m avlib.judge", description="Compare two judges on the same predictions.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    compare = commands.add_parser("agree", help="per-criterion agreement of two judges' score files (video_chatgpt_scores.json)")
+    compare.add_argument("first")
+    compare.add_argument("second")
+    compare.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        first, second = (json.loads(Path(p).read_text()) for p in (args.first, args.second))
+        result = agree(first, second)
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        print(f"error: cannot compare {args.first} and {args.second}: {err!r}; give two video_chatgpt_scores.json files", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"first: {first['judge'].get('judge')}   second: {second['judge'].get('judge')}")
+    print(f"{'criterion':12s} {'pairs':>5s} {'spearman':>9s} {'mean diff':>9s} {'AV-twin 1st':>11s} {'AV-twin 2nd':>11s}  ranking")
+    for criterion, r in result.items():
+        def fmt(value, spec):
+            return "n/a" if value is None else format(value, spec)
+        print(f"{criterion:12s} {r['pairs']:5d} {fmt(r['spearman'], '9.3f')} {fmt(r['mean_difference'], '+9.2f')} "
+              f"{fmt(r['av_minus_twin']['first'], '+11.2f')} {fmt(r['av_minus_twin']['second'], '+11.2f')}  "
+              f"{ {True: 'holds', False: 'FLIPS', None: 'n/a'}[r['ranking_holds']] }")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -71,8 +71,9 @@ def test_parse_verdict(reply, verdict):
 class ChatServer:
     """A scripted OpenAI-compatible chat endpoint on 127.0.0.1: each request takes the next behaviour."""
 
-    def __init__(self, script=()):
+    def __init__(self, script=(), score=lambda prompt: 4):
         self.script = list(script)
+        self.score = score  # what an "ok" reply scores, from the user prompt
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         server = self
@@ -97,7 +98,8 @@ class ChatServer:
                         self.send_header("Retry-After", "0")
                     self.end_headers()
                     return
-                content = "not a score at all" if behaviour == "malformed" else json.dumps({"score": 4, "reason": "fine"})
+                prompt = body["messages"][-1]["content"]
+                content = "not a score at all" if behaviour == "malformed" else json.dumps({"score": server.score(prompt), "reason": "ok"})
                 if behaviour == "verdict":  # the benchmark's own reply form: a Python dict, a float score
                     content = "{'pred': 'yes', 'score': 4.8}"
                 if behaviour == "garbage":
@@ -243,3 +245,35 @@ def test_activitynet_qa_is_judged_the_benchmarks_way(tmp_path):
         judge = _judge(server, tmp_path / "other")
         assert judge.judge_qa("q", "a", "p") is None and judge.stats.failures == 1
     assert ReferenceJudge().judge_qa("how many", "2", "Two.") == ("yes", 5.0)
+
+
+def test_two_judges_are_compared_item_by_item(tmp_path, capsys):
+    from avlib.judge import agree, main, save_scores
+
+    def predictions(model):
+        good = model == "av"  # the AV model's answers are longer: both judges below like length, one less steeply
+        generic = [{"Q": f"q{i}", "A": "a", "pred": "x" * (i + (3 if good else 0)), "video_name": f"v{i}"} for i in range(5)]
+        return {"generic_qa": generic, "temporal_qa": generic,
+                "consistency_qa": [{"Q1": f"c{i}", "Q2": "d", "A": "a", "pred1": "x" * (i + (3 if good else 0)), "pred2": "y",
+                                    "video_name": f"v{i}"} for i in range(5)]}
+
+    def length_score(steep):
+        def score(prompt):
+            answer = prompt.split("Assistant's answer")[1].split("\n")[0]
+            return min(5, (answer.count("x") * steep) // 2)
+        return score
+
+    files = []
+    for name, steep in (("first", 2), ("second", 1)):
+        with ChatServer(score=length_score(steep)) as server:
+            judge = _judge(server, tmp_path / name)
+            scores = {model: score_benchmark(judge, predictions(model)) for model in ("av", "vision_only")}
+            files.append(save_scores(tmp_path / f"{name}.json", judge, scores))
+    first, second = (json.loads(f.read_text()) for f in files)
+    result = agree(first, second)
+    assert result["correctness"]["pairs"] == 10 and result["correctness"]["spearman"] > 0.8
+    assert result["correctness"]["mean_difference"] < 0  # the second judge scores lower
+    assert result["correctness"]["ranking_holds"] is True and result["correctness"]["av_minus_twin"]["first"] > 0
+    assert main(["agree", str(files[0]), str(files[1])]) == 0
+    assert "holds" in capsys.readouterr().out
+    assert main(["agree", str(files[0]), str(tmp_path / "missing.json")]) == 2
