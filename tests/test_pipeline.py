@@ -136,3 +136,12 @@ def test_the_seed_spread_reruns_stages_2_to_4_and_its_seed_0_is_the_pipelines_ru
     difference = spread["summary"]["audio_aware.difference.audio.mean"]
     assert len(difference["values"]) == 2 and difference["sd"] >= 0
     assert spread["per_seed"]["1"] != study  # another seed is another draw
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_the_stage_time_breakdown_reads_the_executed_notebooks(smoke_repo):
+    out = sh(sys.executable, "benchmarks/stage_times.py", cwd=smoke_repo).stdout
+    for stage in ("01_encoders", "02_pretrain_projectors", "03_finetune_av", "03_finetune_vision_only", "04_evaluate"):
+        assert stage in out
+    assert "all stages" in out and "slowest cells:" in out
