@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _load(args):
     from avlib.config import load_params
     from avlib.runtime import configure
-    from avlib.train import load_trained_model, pretrained_parts
+    from avlib.stages import load_trained_model, pretrained_parts
 
     params = load_params(args.params)
     configure(params.runtime)

@@ -12,10 +12,8 @@ So both models answer the same questions about the same clips, and:
   its frames blanked (black frames) and its audio swapped between clips;
 * every AV - vision-only difference comes with a paired bootstrap 95 % CI.
 
-Correctness is judged against the reference's facts. The corpus speaks a closed
-vocabulary (colours, shapes, directions, code words, sounds, counts), so an
-answer's facts can be read off its words: it is right when it states every fact
-of the reference and contradicts none.
+How an answer is judged right (its facts, or a closed set's exact match) is
+avlib.scoring's; the judges of the Video-ChatGPT criteria are avlib.judge's.
 """
 
 from __future__ import annotations
@@ -29,91 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avlib import synth
-
-WORD = re.compile(r"[a-z]+")
-_ATTRIBUTES = {
-    **{c: ("color", c) for c in synth.COLORS},
-    **{b: ("background", b) for b in synth.BACKGROUNDS},
-    **{s: ("shape", s) for s in synth.SHAPES},
-    **{w: ("word", w) for w in synth.WORDS},
-    "left": ("direction", "left"), "right": ("direction", "right"), "up": ("direction", "up"), "down": ("direction", "down"),
-    "top": ("direction", "up"), "bottom": ("direction", "down"),
-    "siren": ("sound", "siren"), "knocking": ("sound", "knocking"), "whistle": ("sound", "whistle"), "hum": ("sound", "hum"),
-    "noise": ("sound", "noise"), "chime": ("sound", "chime"), "beep": ("sound", "beeps"), "beeps": ("sound", "beeps"),
-}
-_NUMBERS = {n: i for i, n in enumerate(synth.NUMBERS)}
-_EVENTS = {"voice", "speaker", "speech", "siren", "knocking", "whistle", "hum", "noise", "chime", "beep", "beeps"}
-
-
-def facts(text: str) -> dict[str, str]:
-    """The closed-vocabulary facts an answer states: {attribute: value}.
-
-    Attributes: color, background, shape, direction, word, sound, count, pitch,
-    silent (the answer says there is no sound), first (which event it names first).
-    A later mention of an attribute does not override the first.
-    """
-    words = WORD.findall(text.lower())
-    out: dict[str, str] = {}
-    for i, w in enumerate(words):
-        nxt = words[i + 1] if i + 1 < len(words) else ""
-        if w in _ATTRIBUTES:
-            attribute, value = _ATTRIBUTES[w]
-            out.setdefault(attribute, value)
-        if w in _NUMBERS and (nxt.startswith("beep") or (words[i + 2] if i + 2 < len(words) else "").startswith("beep") or len(words) <= 2):
-            out.setdefault("count", str(_NUMBERS[w]))
-        if w in ("low", "high") and nxt.startswith("beep"):
-            out.setdefault("pitch", w)
-        if w == "no" and nxt in ("sound", "word", "voice", "audio"):
-            out.setdefault("silent", "yes")
-        if w in _EVENTS:
-            out.setdefault("first", "voice" if w in ("voice", "speaker", "speech") else _ATTRIBUTES.get(w, ("", w))[1])
-    return out
-
-
-def is_correct(prediction: str, reference: str, kind: str = "") -> bool:
-    """Right when the prediction states every fact of the reference and contradicts none.
-
-    The "first event" fact counts only for questions about order (kind 'order'),
-    and for others only where the reference names two events.
-    """
-    ref, pred = facts(reference), facts(prediction)
-    if kind != "order":
-        ref.pop("first", None)
-        pred.pop("first", None)
-    if not ref:
-        return _normalise(prediction) == _normalise(reference)
-    if any(pred.get(k) != v for k, v in ref.items()):
-        return False
-    # Claiming silence, or a spoken word, where the reference says otherwise is a contradiction.
-    return not ("silent" in pred and "silent" not in ref)
-
-
-def _normalise(text: str) -> str:
-    return " ".join(WORD.findall(text.lower()))
-
-
-# ------------------------------------------------------------------ inference
-
-
-@torch.no_grad()
-def generate_answers(model, items: Sequence[dict], batch_size: int = 32, max_new_tokens: int = 32,
-                     temperature: float = 0.0, progress: bool = False) -> list[str]:
-    """Answers to feature items (question, video_features, audio_features), greedy by default."""
-    from tqdm.auto import tqdm
-
-    model.eval()
-    device = next(model.llm.parameters()).device
-    answers: list[str] = []
-    for start in tqdm(range(0, len(items), batch_size), disable=not progress, desc="answering"):
-        chunk = [dict(item, answer=None) for item in items[start : start + batch_size]]
-        batch = model.collate(chunk, with_answers=False)
-        batch = {**batch, "input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
-                 "video_features": [None if f is None else f.to(device) for f in batch["video_features"]],
-                 "audio_features": [None if f is None else f.to(device) for f in batch["audio_features"]]}
-        answers += model.generate(batch, max_new_tokens=max_new_tokens, temperature=temperature)
-    return answers
-
+from avlib.datasets import DataError, read_qa_benchmark, read_video_chatgpt
+from avlib.features import FeatureDataset
+from avlib.judge import CRITERIA, ReferenceJudge, save_scores, score_benchmark
+from avlib.scoring import exact_match, is_correct
 
 # ------------------------------------------------------------------ ablations
 
@@ -225,22 +142,6 @@ FAILURE_ALARM = 0.01  # a run whose judge could not score more than this share o
 OFFICIAL_PRED_FILES = {"correctness_pred": "generic_qa", "detailed_orientation_pred": "generic_qa", "contextual_pred": "generic_qa",
                        "temporal_understanding_pred": "temporal_qa", "consistency_pred": "consistency_qa"}
 
-_DIGITS = {str(i): w for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))}
-
-
-def normalise_answer(text: str) -> str:
-    """A short answer as MUSIC-AVQA's closed set spells it: lower case, no punctuation or articles,
-    digits as words (2 -> two), spaces as underscores (acoustic guitar -> acoustic_guitar)."""
-    words = re.findall(r"[a-z0-9]+", text.lower().replace("_", " "))
-    words = [_DIGITS.get(w, w) for w in words if w not in ("a", "an", "the")]
-    return "_".join(words)
-
-
-def exact_match(prediction: str, reference: str) -> bool:
-    """Right when the normalised prediction is the normalised reference (the closed set's exact-match rule)."""
-    return normalise_answer(prediction) == normalise_answer(reference)
-
-
 def score_record(benchmark: str, record: dict, prediction: str) -> bool:
     if benchmark == "music_avqa":
         return exact_match(prediction, record["A"])
@@ -248,15 +149,11 @@ def score_record(benchmark: str, record: dict, prediction: str) -> bool:
 
 
 def feature_items(examples, cache) -> list[dict]:
-    from avlib.features import FeatureDataset
-
     dataset = FeatureDataset(examples, cache)
     return [dataset[i] for i in range(len(dataset))]
 
 
 def benchmark_dir(data_root: Path, name: str) -> Path:
-    from avlib.datasets import DataError
-
     folder = Path(data_root) / "benchmarks" / name
     if not folder.is_dir():
         raise DataError(f"{folder}: missing, but evaluate.benchmarks lists {name!r}; {BENCHMARK_SOURCES[name]}, "
@@ -266,14 +163,12 @@ def benchmark_dir(data_root: Path, name: str) -> Path:
 
 def predict_video_chatgpt(model, bench_dir, videos_dir, cache, cfg) -> dict[str, list[dict]]:
     """Predictions for the three Video-ChatGPT files, in the official formats."""
-    from avlib.datasets import read_video_chatgpt
-
     out = {}
     for name in VIDEO_CHATGPT_FILES:
         path = bench_dir / f"{name}.json"
         records = json.loads(path.read_text())
         examples = read_video_chatgpt(path, videos_dir)
-        answers = generate_answers(model, feature_items(examples, cache), cfg.batch_size, cfg.max_new_tokens, cfg.temperature)
+        answers = model.answer(feature_items(examples, cache), cfg.batch_size, cfg.max_new_tokens, cfg.temperature)
         if name == "consistency_qa":
             out[name] = [{**r, "pred1": answers[2 * i], "pred2": answers[2 * i + 1]} for i, r in enumerate(records)]
         else:
@@ -292,15 +187,13 @@ def write_official_predictions(predictions: dict[str, list[dict]], folder: str |
 
 def evaluate_qa(benchmark: str, params, data_root: Path, models: dict, cache, out_dir: Path, progress: bool = False) -> dict:
     """Both models on a short-answer benchmark: accuracy by needs and by kind, paired CIs, and the AV model's ablations."""
-    from avlib.datasets import read_qa_benchmark
-
     cfg = params.evaluate
     path = benchmark_dir(data_root, benchmark) / "qa.json"
     records = json.loads(path.read_text())
     items = feature_items(read_qa_benchmark(path, data_root / "clips"), cache)
     scored = {}
     for name, model in models.items():
-        answers = generate_answers(model, items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
+        answers = model.answer(items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
         scored[name] = [{**r, "pred": a, "correct": score_record(benchmark, r, a)} for r, a in zip(records, answers)]
         (out_dir / f"{benchmark}_{name}.json").write_text(json.dumps(scored[name], indent=1))
     needs = sorted({r["needs"] for r in records})
@@ -314,7 +207,7 @@ def evaluate_qa(benchmark: str, params, data_root: Path, models: dict, cache, ou
     neutral = Neutral(models["av"], params.model.vision.num_frames, cache.spec.frame_size)
     ablations = {}
     for ablation in ABLATIONS[1:]:
-        answers = generate_answers(models["av"], ablate(items, ablation, neutral, params.seed), cfg.batch_size,
+        answers = models["av"].answer(ablate(items, ablation, neutral, params.seed), cfg.batch_size,
                                    cfg.max_new_tokens, cfg.temperature, progress)
         rows = [{**r, "correct": score_record(benchmark, r, a)} for r, a in zip(records, answers)]
         accuracy = accuracy_by(rows)
@@ -328,8 +221,6 @@ def evaluate_qa(benchmark: str, params, data_root: Path, models: dict, cache, ou
 
 def evaluate_video_chatgpt(params, data_root: Path, models: dict, cache, out_dir: Path, judge, progress: bool = False) -> dict:
     """Both models' predictions in the official formats (and file names), scored on the five criteria by `judge`."""
-    from avlib.judge import CRITERIA, save_scores, score_benchmark
-
     cfg = params.evaluate
     bench_dir = benchmark_dir(data_root, "video_chatgpt")
     judged = {}
@@ -366,15 +257,13 @@ def evaluate_video_chatgpt(params, data_root: Path, models: dict, cache, out_dir
 
 def evaluate_activitynet_qa(params, data_root: Path, models: dict, cache, out_dir: Path, judge, progress: bool = False) -> dict:
     """Both models on ActivityNet-QA, judged the benchmark's way: yes/no and a 0-5 score per item; accuracy and mean score."""
-    from avlib.datasets import read_qa_benchmark
-
     cfg = params.evaluate
     path = benchmark_dir(data_root, "activitynet_qa") / "qa.json"
     records = json.loads(path.read_text())
     items = feature_items(read_qa_benchmark(path, data_root / "clips"), cache)
     judged = {}
     for name, model in models.items():
-        answers = generate_answers(model, items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
+        answers = model.answer(items, cfg.batch_size, cfg.max_new_tokens, cfg.temperature, progress)
         predictions = [{"video_name": r["video_name"], "Q": r["Q"], "A": r["A"], "pred": a, "question_id": r.get("question_id")}
                        for r, a in zip(records, answers)]
         (out_dir / f"activitynet_qa_{name}.json").write_text(json.dumps(predictions, indent=1))  # the official format
@@ -406,8 +295,6 @@ def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progr
     models: {"av": AVLM, "vision_only": AVLM}. Writes predictions and results.md
     under out_dir; returns the metrics (metrics/study.json's content).
     """
-    from avlib.judge import ReferenceJudge
-
     data_root, out_dir = Path(data_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge or ReferenceJudge()

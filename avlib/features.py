@@ -17,12 +17,11 @@ while it writes (a second extraction into the same folder waits, then finds
 the work done), and the index is checked again before each batch, so no media
 is encoded twice:
 
-    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m avlib.features --data data --out features
+    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m avlib.stages extract --data data --out features
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -39,7 +38,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from avlib.datasets import Example, load_media
+from avlib.datasets import CORPUS_SPLITS, Example, find_video, load_media, read_corpus_split
 
 FORMAT_VERSION = 1
 
@@ -318,8 +317,6 @@ class FeatureDataset(Dataset):
 
 def corpus_media(data_root: str | Path) -> list[Path]:
     """Every media file the study reads: those its splits and benchmarks name (synthetic or prepared)."""
-    from avlib.datasets import CORPUS_SPLITS, find_video, read_corpus_split
-
     root = Path(data_root)
     media = {e.media for name in CORPUS_SPLITS if (root / "splits" / f"{name}.json").is_file()
              for e in read_corpus_split(root, name)}
@@ -328,35 +325,3 @@ def corpus_media(data_root: str | Path) -> list[Path]:
             continue
         media |= {find_video(root / "clips", r["video_name"]) for r in json.loads(bench.read_text()) if "video_name" in r}
     return sorted(media)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from accelerate import PartialState
-
-    from avlib.config import load_params
-    from avlib.foundation import load_foundation_model
-    from avlib.runtime import configure, for_inference
-    from avlib.train import open_cache
-
-    parser = argparse.ArgumentParser(description="Fill the feature cache (run under `accelerate launch` for several processes).")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--foundation", default="checkpoints/foundation")
-    parser.add_argument("--out", default="features")
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    configure(params.runtime)
-    state = PartialState(cpu=not torch.cuda.is_available())
-    model = load_foundation_model(params, args.foundation).eval()
-    cache = open_cache(params, model, args.data, args.out)  # the key hashes the weights as stored: before casting
-    model = for_inference(model)
-    extract(model, corpus_media(args.data), cache, args.batch_size, rank=state.process_index,
-            world_size=state.num_processes, progress=state.is_local_main_process)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        print(json.dumps(cache.summary()))
-
-
-if __name__ == "__main__":
-    main()

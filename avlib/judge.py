@@ -23,7 +23,7 @@ then counted as a failure, never a crash. Tokens and cost are counted. The API
 key is read from the environment only and is written nowhere.
 
 `ReferenceJudge` is offline and deterministic: it maps the facts an answer
-states (avlib.evaluate.facts) against the reference's facts to 0-5, as
+states (avlib.scoring.facts) against the reference's facts to 0-5, as
 documented on each method. Its scores are labelled as its own and are never
 mixed with a chat model's.
 """
@@ -43,7 +43,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avlib.evaluate import exact_match, facts
+from avlib.scoring import exact_match, facts
 
 CRITERIA = ("correctness", "detail", "context", "temporal", "consistency")
 # Which benchmark file each criterion is scored on.

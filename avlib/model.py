@@ -30,6 +30,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
 from whisper.audio import HOP_LENGTH, SAMPLE_RATE
 
@@ -179,6 +180,23 @@ class AVLM(nn.Module):
         return [text.strip() for text in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     # ------------------------------------------------------------------- training
+
+    @torch.no_grad()
+    def answer(self, items: list[dict], batch_size: int = 32, max_new_tokens: int = 32, temperature: float = 0.0,
+               progress: bool = False) -> list[str]:
+        """Answers to feature items (question, video_features, audio_features), batch by batch, on the model's device;
+        greedy unless `temperature` > 0."""
+        self.eval()
+        device = next(self.llm.parameters()).device
+        answers: list[str] = []
+        for start in tqdm(range(0, len(items), batch_size), disable=not progress, desc="answering"):
+            chunk = [dict(item, answer=None) for item in items[start : start + batch_size]]
+            batch = self.collate(chunk, with_answers=False)
+            batch = {**batch, "input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
+                     "video_features": [None if f is None else f.to(device) for f in batch["video_features"]],
+                     "audio_features": [None if f is None else f.to(device) for f in batch["audio_features"]]}
+            answers += self.generate(batch, max_new_tokens=max_new_tokens, temperature=temperature)
+        return answers
 
     @property
     def has_lora(self) -> bool:

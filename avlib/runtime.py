@@ -77,7 +77,7 @@ def compute_dtype() -> torch.dtype:
 def for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """The model on the GPU in bf16 where there is one (feature extraction, answers); unchanged on the CPU.
 
-    Take a model's feature-cache key (avlib.train.open_cache) before this: the key
+    Take a model's feature-cache key (avlib.stages.open_cache) before this: the key
     hashes the weights as stored.
     """
     if accelerated():

@@ -26,7 +26,7 @@ import numpy as np
 from avlib.config import load_params
 from avlib.evaluate import run_study
 from avlib.runtime import configure, for_inference
-from avlib.train import load_trained_model, open_cache, pretrained_parts, run_stage
+from avlib.stages import load_trained_model, open_cache, pretrained_parts, run_stage
 
 
 def run_seed(params, seed: int, data: Path, foundation: Path, features: Path, out: Path) -> dict:

@@ -21,7 +21,8 @@ from avlib.config import load_params
 from avlib.datasets import MediaDataset, collate_media
 from avlib.features import FeatureDataset
 from avlib.runtime import configure
-from avlib.train import batch_indices, load_trained_model, open_cache, stage_examples
+from avlib.stages import load_trained_model, open_cache, stage_examples
+from avlib.train import batch_indices
 
 
 def main() -> None:

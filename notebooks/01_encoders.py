@@ -124,7 +124,7 @@ Path(metrics_file).write_text(json.dumps(flat or manifest.get("shapes", {}), ind
 
 # %%
 from avlib.features import corpus_media, extract
-from avlib.train import open_cache
+from avlib.stages import open_cache
 
 model = load_foundation_model(params, foundation_dir)
 cache = open_cache(params, model, data_dir, features_dir)  # keyed by the weights as stored

@@ -37,11 +37,10 @@ import pandas as pd
 
 from avlib.config import load_params
 from avlib.datasets import read_corpus_split
-from avlib.evaluate import generate_answers
 from avlib.features import FeatureDataset
 from avlib.runtime import configure as configure_runtime, for_inference
 from avlib.template import IGNORE_INDEX
-from avlib.train import load_trained_model, open_cache, run_stage
+from avlib.stages import load_trained_model, open_cache, run_stage
 
 params = load_params(params_file)
 configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
@@ -121,7 +120,7 @@ ax.legend()
 trained = load_trained_model(params, foundation_dir, [Path(out_dir) / "audio" / "final"])
 examples = read_corpus_split(data_dir, "speech_to_text")[-4:]
 items = [dict(i, answer=None) for i in FeatureDataset(examples, cache)]
-answers = generate_answers(for_inference(trained), items, max_new_tokens=16)
+answers = for_inference(trained).answer(items, max_new_tokens=16)
 for example, answer in zip(examples, answers):
     print(f"said: {example.answer!r:32} heard: {answer!r}")
 

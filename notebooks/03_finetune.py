@@ -43,7 +43,7 @@ import pandas as pd
 from avlib.config import load_params
 from avlib.features import FeatureDataset
 from avlib.runtime import configure as configure_runtime, for_inference
-from avlib.train import load_trained_model, open_cache, pretrained_parts, run_stage, stage_examples
+from avlib.stages import launch_command, load_trained_model, open_cache, pretrained_parts, run_stage, stage_examples
 
 if variant not in ("av", "vision_only"):
     raise ValueError(f"variant must be 'av' or 'vision_only', got {variant!r}")
@@ -96,12 +96,9 @@ del model
 # %%
 if launch:
     import subprocess
-    import sys
 
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launch, "-m", "avlib.train",
-               "--stage", "finetune", "--variant", variant, "--params", params_file, "--data", data_dir,
-               "--foundation", foundation_dir, "--features", features_dir, "--out", str(Path(out_dir) / variant),
-               "--init-from", *map(str, pretrained)]
+    command = launch_command(launch, "finetune", variant, params_file, data_dir, foundation_dir, features_dir,
+                             Path(out_dir) / variant, pretrained)
     print(" ".join(command))
     subprocess.run(command, check=True)
 else:
@@ -123,12 +120,11 @@ ax.set_title(f"joint finetuning ({variant})")
 
 # %%
 from avlib.datasets import read_corpus_split
-from avlib.evaluate import generate_answers
 
 tuned = load_trained_model(params, foundation_dir, [*pretrained, Path(out_dir) / variant / "final"], use_audio=use_audio)
 val = read_corpus_split(data_dir, "video_instructions_val")[:8]
 items = [dict(i, answer=None) for i in FeatureDataset(val, cache)]
-answers = generate_answers(for_inference(tuned), items, max_new_tokens=32)
+answers = for_inference(tuned).answer(items, max_new_tokens=32)
 for example, answer in zip(val, answers):
     print(f"[{str(example.needs):12}] {example.question}\n    reference: {example.answer}\n    {variant}: {answer}")
 

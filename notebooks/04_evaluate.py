@@ -46,7 +46,7 @@ from avlib.evaluate import QA_BENCHMARKS, run_study
 from avlib.judge import make_judge
 from avlib.plots import save_figures
 from avlib.runtime import configure as configure_runtime, for_inference
-from avlib.train import load_trained_model, open_cache, pretrained_parts
+from avlib.stages import load_trained_model, open_cache, pretrained_parts
 
 params = load_params(params_file)
 configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from avlib.evaluate import (ABLATIONS, Neutral, ablate, accuracy_by, exact_match, facts, is_correct, normalise_answer, paired_bootstrap,
-                            results_table)
+from avlib.evaluate import ABLATIONS, Neutral, ablate, accuracy_by, paired_bootstrap, results_table
+from avlib.scoring import exact_match, facts, is_correct, normalise_answer
 from avlib.plots import save_figures
 
 

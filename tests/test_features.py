@@ -97,7 +97,7 @@ def test_two_processes_fill_one_index(small_params, small_corpus, small_foundati
     from avlib.config import save_config
 
     save_config(small_params, tmp_path, "params.yaml")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), "-m", "avlib.features",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), "-m", "avlib.stages", "extract",
                "--params", str(tmp_path / "params.yaml"), "--data", str(small_corpus),
                "--foundation", str(small_foundation), "--out", str(tmp_path / "features")]
     subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, timeout=600)
