@@ -42,6 +42,7 @@ from avlib.model import AVLM, SIGLIP_PREPROCESS
 from avlib.runtime import frozen_in_bf16
 from avlib.tokenizer import train_tokenizer
 from avlib.vision_encoder import VisionEncoder, tiny_siglip_name
+from gpu_lora_step import step_time  # the same timed step, from the script beside this one
 
 WORDS = "the a man woman plays guitar piano violin on stage outdoors indoors what who where is doing holding".split()
 
@@ -144,26 +145,8 @@ def extract(model: AVLM, clips: list[Path], tiny: bool, device: str) -> tuple[li
 
 
 def lora_step(model: AVLM, items: list[dict], batch: int, device: str, steps: int = 2) -> tuple[float, int]:
-    """Best seconds per LoRA step on `batch` items (cycled), and its token count."""
-    chunk = [items[i % len(items)] for i in range(batch)]
-    collated = model.collate(chunk)
-    args = (collated["input_ids"].to(device), collated["attention_mask"].to(device),
-            [f.to(device) for f in collated["video_features"]], [f.to(device) for f in collated["audio_features"]])
-    labels = collated["labels"].to(device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    model.train()
-    times = []
-    for _ in range(steps + 1):
-        sync(device)
-        start = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = model(*args, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times[1:]), collated["input_ids"].numel()
+    """Best seconds per LoRA step on `batch` items (cycled), and its token count (gpu_lora_step's timing loop)."""
+    return step_time(model, model.collate([items[i % len(items)] for i in range(batch)]), device, steps)
 
 
 def main() -> None:
