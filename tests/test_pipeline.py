@@ -65,6 +65,15 @@ def test_smoke_pipeline_produces_the_study(smoke_repo):
     assert set(consistency[0]) == {"video_name", "Q1", "Q2", "A", "pred1", "pred2"}
     shown = sh(str(BIN / "dvc"), "metrics", "show", cwd=smoke_repo).stdout
     assert "metrics/study.json" in shown
+    # The five files the benchmark's evaluate_benchmark.sh reads from its PRED_DIR, each with the keys its scripts read
+    official = smoke_repo / "reports" / "predictions" / "video_chatgpt_official"
+    for model in ("av", "vision_only"):
+        for name in ("correctness_pred", "detailed_orientation_pred", "contextual_pred", "temporal_understanding_pred"):
+            assert {"video_name", "Q", "A", "pred"} <= set(json.loads((official / model / name).read_text())[0])
+        assert {"video_name", "Q1", "Q2", "A", "pred1", "pred2"} <= set(json.loads((official / model / "consistency_pred").read_text())[0])
+    # Every criterion says how many items its judge scored and failed, and which judge it was
+    accounting = study["video_chatgpt"]["accounting"]["av"]["consistency"]
+    assert accounting["failed"] == 0 and accounting["scored"] > 0 and study["judge_info"]["judge"] == "reference"
 
 
 @pytest.mark.slow
