@@ -26,7 +26,7 @@ def _paired_bars(ax, groups: list[str], values: dict[str, dict[str, float]], not
         ax.annotate(note, (x[i], top * 0.85), ha="center", fontsize=8)
     ax.set_xticks(x, groups)
     ax.set_ylim(0, top)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # outside: it never hides a bar
 
 
 def qa_benchmarks(metrics: dict) -> list[str]:
@@ -56,7 +56,8 @@ def criteria(metrics: dict, ax=None):
     notes = [f"[{chat['difference'][c]['ci'][0]:+.2f}, {chat['difference'][c]['ci'][1]:+.2f}]" for c in names]
     _paired_bars(ax, names, chat, notes, top=6.0)
     ax.set_ylabel(f"score 0-5 ({metrics['judge']} judge)")
-    ax.set_title("Video-ChatGPT criteria (95 % CI of the difference above each pair)")
+    data = "Video-ChatGPT-format questions (synthetic)" if metrics.get("data", "").startswith("synthetic") else "Video-ChatGPT criteria"
+    ax.set_title(f"{data} (95 % CI of the difference above each pair)")
     return ax
 
 
@@ -77,7 +78,7 @@ def ablation_deltas(metrics: dict, ax=None, benchmark: str | None = None):
     ax.set_xticks(x, [a.replace("_", " ") for a in ablations])
     ax.set_ylabel("Δ accuracy")
     ax.set_title(f"Ablations of the audio-visual model ({BENCHMARK_TITLES[benchmark]})")
-    ax.legend(title="needs", fontsize=8)
+    ax.legend(title="needs", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return ax
 
 
@@ -99,7 +100,7 @@ def save_figures(metrics: dict, folder: str | Path) -> list[Path]:
         figures.insert(1, ("criteria", criteria, None))
     paths = []
     for name, draw, benchmark in figures:
-        fig, ax = plt.subplots(figsize=(7, 3.8))
+        fig, ax = plt.subplots(figsize=(8.5, 3.8))
         draw(metrics, ax) if benchmark is None else draw(metrics, ax, benchmark)
         fig.tight_layout()
         path = folder / f"{name}.png"
