@@ -44,7 +44,12 @@ def ask(args) -> int:
         return 2
     audio = None if args.no_audio else clip.audio
     videos, audios = model.encode_media([clip.frames], [audio])
-    batch = model.collate([{"question": args.question, "video_features": videos[0], "audio_features": audios[0]}], with_answers=False)
+    try:
+        batch = model.collate([{"question": args.question, "video_features": videos[0], "audio_features": audios[0]}],
+                              with_answers=False)
+    except ValueError as err:  # a placeholder token in the question, or a prompt the model cannot hold
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     (answer,) = model.generate(batch, max_new_tokens=params.evaluate.max_new_tokens, temperature=args.temperature)
     if args.json:
         print(json.dumps({"video": str(args.video), "question": args.question, "answer": answer, "model": args.model,
@@ -103,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--videos", required=True)
     predict_parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.command == "ask":
+        try:
+            args.question.encode("utf-8")
+        except UnicodeEncodeError:
+            print("error: the question is not UTF-8 text (the shell passed bytes it could not decode); "
+                  "give it as UTF-8", file=sys.stderr)
+            return 2
+        if not args.question.strip():
+            print("error: the question is empty", file=sys.stderr)
+            return 2
     return ask(args) if args.command == "ask" else predict(args)
 
 

@@ -17,8 +17,10 @@ relative to the data folder. Where to get each (licences as their authors state 
 | activitynet-qa | github.com/MILVLG/activitynet-qa | Apache 2.0 (QA); videos: ActivityNet terms | test_q.json, test_a.json + videos/ |
 | music-avqa | gewu-lab.github.io/MUSIC-AVQA (annotations on GitHub, videos from the project page) | MIT (annotations); videos: YouTube, their owners' terms | json_update/avqa-{train,val,test}.json + videos/, MUSIC-AVQA-videos-Real/ or MUSIC-AVQA-videos-Synthetic/ |
 
-Missing media are listed in a report (missing_<source>.txt); `--on-missing stop` (the default)
-then exits non-zero, `--on-missing skip` leaves those items out and goes on. `--limit` draws a
+Missing media are listed in a report (missing_<source>.txt), and every file kept is probed by
+decoding its first frame: those that cannot be decoded are listed with the reason in
+unreadable_<source>.txt. `--on-missing stop` (the default) then exits non-zero, `--on-missing
+skip` leaves those items out and goes on. `--limit` draws a
 seeded subsample (paper: 50K speech-to-text + 50K audio captions).
 
 `videoinstruct` holds out a seeded validation split (video_instructions_val: 1 % of the videos,
@@ -35,6 +37,7 @@ import os
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 
 from avlib.datasets import (
@@ -110,14 +113,25 @@ def hold_out_videos(examples: list[Example], seed: int) -> tuple[list[Example], 
     return [e for e in examples if str(e.media) not in held], [e for e in examples if str(e.media) in held]
 
 
-def has_audio_track(path: Path) -> bool:
-    import av
+class UnreadableMedia(RuntimeError):
+    """Media files a source names are on disk but cannot be decoded."""
 
+
+def probe(path: Path) -> tuple[str | None, bool]:
+    """(why the file cannot be read, or None; whether it has an audio track), by decoding its first frame."""
     try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.audio)
-    except Exception:  # unreadable: the loader reports it, with its reason, when it gets there
-        return False
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if container.format.name == "tty":  # FFmpeg's text-art demuxer: any text file "decodes"
+                return "is text, not audio or video", False
+            video, audio = container.streams.video, container.streams.audio
+            if not video and not audio:
+                return "no audio or video stream", False
+            stream = video[0] if video else audio[0]
+            if next(container.decode(stream), None) is None:
+                return "no frame decodes", bool(audio)
+            return None, bool(audio)
+    except Exception as err:  # FFmpeg's errors of every kind: the file is unreadable, and this says why
+        return f"cannot decode: {err}", False
 
 
 def _link(media: Path, src: Path, out: Path, benchmark: bool = False) -> str:
@@ -153,6 +167,21 @@ def prepare(source: str, src: str | Path, out: str | Path, limit: int | None = N
     elif report.exists():
         report.unlink()
     examples = subsample(examples, limit, seed, stratify=split == "music_avqa")
+    probed = {str(m): probe(m) for m in sorted({e.media for e in examples})}
+    unreadable = sorted(f"{m}\t{why}" for m, (why, _) in probed.items() if why)
+    report = out / f"unreadable_{source}.txt"
+    if unreadable:
+        report.write_text("\n".join(unreadable) + "\n")
+        log(f"{source}: {len(unreadable)} media files cannot be decoded; list and reasons in {report}")
+        if on_missing == "stop":
+            raise UnreadableMedia(f"{source}: {len(unreadable)} media files cannot be decoded (first: {unreadable[0]}); see "
+                                  f"{report}, or pass --on-missing skip to go on without them")
+        examples = [e for e in examples if not probed[str(e.media)][0]]
+    elif report.exists():
+        report.unlink()
+
+    def has_audio_track(path: Path) -> bool:
+        return probed[str(path)][1]
     if split == "music_avqa":
         bench = out / "benchmarks" / split
         bench.mkdir(parents=True, exist_ok=True)
@@ -254,6 +283,13 @@ def estimate_cost(params, data_root: str | Path, tokens_per_second: float, gpu: 
     }
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avlib.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", choices=[*SOURCES, "cost"])
@@ -261,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="data/paper")
     parser.add_argument("--data", default="data/paper", help="(cost) the prepared data")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--limit", type=int)
+    parser.add_argument("--limit", type=_at_least_one, help="a seeded draw of this many items (1 or more)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--on-missing", choices=("stop", "skip"), default="stop")
     # Measured: benchmarks/results/gpu_lora_step_h100.txt (batch 8, no gradient checkpointing).
@@ -277,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.src:
             parser.error("--src is required")
         prepare(args.source, args.src, args.out, args.limit, args.seed, args.on_missing)
-    except (DataError, MissingMedia) as err:
+    except (DataError, MissingMedia, UnreadableMedia) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

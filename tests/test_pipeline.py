@@ -101,6 +101,15 @@ def test_the_cli_answers_questions_about_a_video(smoke_repo):
     (smoke_repo / "broken.mp4").write_text("not a video")
     bad = sh(sys.executable, "-m", "avlib", "ask", "broken.mp4", "What?", cwd=smoke_repo, check=False)
     assert bad.returncode != 0 and "broken.mp4" in bad.stderr and "Traceback" not in bad.stderr
+    for question, message in (("What does <audio> say?", "must not contain"), ("   ", "the question is empty")):
+        refused = sh(sys.executable, "-m", "avlib", "ask", str(video), question, cwd=smoke_repo, check=False)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+    undecodable = subprocess.run([sys.executable, "-m", "avlib", "ask", str(video), b"what \xff\xfe?"], cwd=smoke_repo, env=ENV,
+                                 capture_output=True, text=True, timeout=600)
+    assert undecodable.returncode == 2 and "not UTF-8" in undecodable.stderr
+    missing_folder = sh(sys.executable, "-m", "avlib", "predict", "data/benchmarks/video_chatgpt/temporal_qa.json", "--videos",
+                        "data/clips", "--out", "no/such/folder/p.json", cwd=smoke_repo, check=False)
+    assert missing_folder.returncode == 2 and "no/such/folder does not exist" in missing_folder.stderr
     out = smoke_repo / "predictions.json"
     sh(sys.executable, "-m", "avlib", "predict", "data/benchmarks/video_chatgpt/temporal_qa.json", "--videos", "data/clips",
        "--out", str(out), cwd=smoke_repo)

@@ -124,3 +124,22 @@ def test_cost_estimate(downloads, tmp_path):
     assert finetune["tokens"] > 100 + 729 + 64  # the one training instruction (the other is held out), all its media tokens
     assert finetune["gpu_hours"] == pytest.approx(finetune["tokens"] / 10000 / 3600)
     assert cost["judge"]["benchmark_items"] == 3 and cost["judge"]["cost_at_most"] >= 0
+
+
+def test_undecodable_media_are_reported_with_the_reason_and_stop_or_are_skipped(downloads, tmp_path):
+    from avlib.prepare import UnreadableMedia
+
+    videos = downloads / "videoinstruct" / "videos"
+    (videos / "v_a.mp4").write_bytes((videos / "v_a.mp4").read_bytes()[:300])  # a download cut short
+    with pytest.raises(UnreadableMedia, match="1 media files cannot be decoded .*v_a.mp4"):
+        prepare("videoinstruct", downloads / "videoinstruct", tmp_path / "stop", log=lambda *a: None)
+    assert "v_a.mp4\t" in (tmp_path / "stop" / "unreadable_videoinstruct.txt").read_text()
+    prepare("videoinstruct", downloads / "videoinstruct", tmp_path / "skip", on_missing="skip", log=lambda *a: None)
+    records = [r for name in ("train", "val") for r in json.loads((tmp_path / "skip" / "splits" / f"video_instructions_{name}.json").read_text())]
+    assert [r["video"] for r in records] == ["media/videos/v_b.mp4"]
+
+
+def test_a_limit_below_one_is_refused_by_the_command_line(downloads, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["librispeech", "--src", str(downloads / "LibriSpeech"), "--out", str(tmp_path), "--limit", "-1"])
+    assert "must be 1 or more, got -1" in capsys.readouterr().err
