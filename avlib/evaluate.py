@@ -298,6 +298,8 @@ def run_study(params, data_root, models: dict, cache, out_dir, judge=None, progr
     data_root, out_dir = Path(data_root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge or ReferenceJudge()
+    if hasattr(judge, "check") and {"video_chatgpt", "activitynet_qa"} & set(params.evaluate.benchmarks):
+        judge.check()  # the endpoint, key and model, before minutes of answers are spent
     synthetic = params.corpus.profile != "paper"
     metrics: dict = {"judge": judge.name, "benchmarks": list(params.evaluate.benchmarks),
                      "data": f"synthetic corpus ({params.corpus.profile})" if synthetic else "prepared real data"}

@@ -141,6 +141,7 @@ QA_REPLY_FORMAT = (
     "closest match in meaning. Reply with a Python dictionary and nothing else, with the keys 'pred' (the "
     "string 'yes' or 'no') and 'score' (an integer), for example {'pred': 'no', 'score': 1}."
 )
+MAX_UNREACHABLE_ITEMS = 3  # items in a row the endpoint never answered before a run stops
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -228,6 +229,7 @@ class ChatJudge:
         self.temperature = temperature
         self.stats = JudgeStats()
         self.asked_on: set[str] = set()  # the dates (UTC) the replies used in this run were given
+        self.unreachable_items = 0  # items in a row for which no try reached the endpoint
 
     def describe(self) -> dict:
         """What produced the scores, recorded beside them: model, prompt version, temperature, reply dates."""
@@ -281,6 +283,9 @@ class ChatJudge:
                 raise _Retry(f"HTTP {err.code}", float(retry_after) if retry_after and retry_after.isdigit() else None) from None
             if err.code in (401, 403):
                 raise JudgeError(f"{self.url} refused the key (HTTP {err.code}); set ${self.api_key_env} to a valid key") from None
+            if err.code == 404:
+                raise JudgeError(f"{self.url} answered HTTP 404: no such endpoint or model {self.model!r}; check "
+                                 "evaluate.chat.base_url and evaluate.chat.model") from None
             raise JudgeError(f"{self.url} answered HTTP {err.code}: {err.reason}") from None
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError) as err:
             raise _Retry(f"connection: {type(err).__name__}", None) from None
@@ -297,16 +302,19 @@ class ChatJudge:
                 self.stats.cached += 1
                 self.asked_on.add(cached.get("date", "unknown"))
                 return cached["reply"]
-        last_reply = None
+        last_reply, reached = None, False
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 data = self._post(messages)
             except _Retry as retry:
+                reached |= not retry.reason.startswith("connection")
                 if retry.after:
                     self.sleep(retry.after)
                 continue
+            reached = True
+            self.unreachable_items = 0
             try:
                 reply = data["choices"][0]["message"]["content"] or ""
             except (KeyError, IndexError, TypeError):
@@ -321,7 +329,22 @@ class ChatJudge:
             if usable(reply) is not None:
                 self.asked_on.add(today)
                 return reply
+        if not reached:
+            self.unreachable_items += 1
+            if self.unreachable_items >= MAX_UNREACHABLE_ITEMS:
+                raise JudgeError(f"{self.url} did not answer {self.unreachable_items} items in a row ({self.max_retries + 1} tries "
+                                 f"each); is the server up and evaluate.chat.base_url right? Rerun: answers so far are cached")
         return None if last_reply is None or usable(last_reply) is None else last_reply
+
+    def check(self) -> None:
+        """One request before any prediction work: the endpoint answers, takes the key and knows the model.
+        Raises JudgeError saying which of them failed; a reply of any content will do."""
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Reply with {'score': 5}."}]
+        try:
+            self._post(messages)
+        except _Retry as retry:
+            raise JudgeError(f"{self.url} is not usable before the evaluation starts ({retry.reason}); is the server up, "
+                             "and evaluate.chat.base_url right?") from None
 
     def _store(self, path: Path, record: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -367,7 +390,7 @@ def make_judge(cfg, cache_dir: str | Path):
 class _Retry(Exception):
     def __init__(self, reason: str, after: float | None):
         super().__init__(reason)
-        self.after = after
+        self.reason, self.after = reason, after
 
 
 def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = False) -> dict[str, list[float | None]]:
@@ -375,14 +398,18 @@ def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = 
     from tqdm.auto import tqdm
 
     scores: dict[str, list[float | None]] = {}
+    stats = getattr(judge, "stats", None)
     for criterion in CRITERIA:
         records = predictions[CRITERION_FILE[criterion]]
         out = []
-        for r in tqdm(records, desc=f"judge {criterion}", disable=not progress):
+        bar = tqdm(records, desc=f"judge {criterion}", disable=not progress)
+        for r in bar:
             if criterion == "consistency":
                 out.append(judge.score(criterion, r["Q1"], r["A"], r["pred1"], r["pred2"], question2=r["Q2"]))
             else:
                 out.append(judge.score(criterion, r["Q"], r["A"], r["pred"]))
+            if stats is not None:
+                bar.set_postfix(failed=stats.failures, cost=f"{stats.cost:.4f}", refresh=False)
         scores[criterion] = out
     return scores
 

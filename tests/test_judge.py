@@ -92,7 +92,7 @@ class ChatServer:
                     return
                 if behaviour == "slow":
                     time.sleep(0.5)
-                if behaviour in ("429", "500", "401"):
+                if behaviour in ("429", "500", "401", "404"):
                     self.send_response(int(behaviour))
                     if behaviour == "429":
                         self.send_header("Retry-After", "0")
@@ -277,3 +277,27 @@ def test_two_judges_are_compared_item_by_item(tmp_path, capsys):
     assert main(["agree", str(files[0]), str(files[1])]) == 0
     assert "holds" in capsys.readouterr().out
     assert main(["agree", str(files[0]), str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_dead_endpoint_fails_fast_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = ChatJudge(f"http://127.0.0.1:{port}/v1", "judge-model-1", tmp_path / "cache", api_key_env="AVG_TEST_KEY",
+                     timeout=0.3, max_retries=3, backoff=0.0)
+    start = time.monotonic()
+    with pytest.raises(JudgeError, match=f"127.0.0.1:{port}/v1/chat/completions is not usable .*connection"):
+        dead.check()
+    # mid-run, after three items in a row that never reached it, the run stops instead of retrying for hours
+    with pytest.raises(JudgeError, match="did not answer 3 items in a row"):
+        for i in range(10):
+            dead.score("correctness", f"q{i}", "a", "p")
+    assert time.monotonic() - start < 10 and dead.stats.requests == 1 + 3 * 4
+
+
+def test_an_unknown_model_is_named(tmp_path):
+    with ChatServer(["404"]) as server:
+        with pytest.raises(JudgeError, match="no such endpoint or model 'judge-model-1'"):
+            _judge(server, tmp_path).check()
