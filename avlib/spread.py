@@ -71,6 +71,26 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     return summary
 
 
+def table(result: dict) -> str:
+    """Markdown: per needs, each model's accuracy as seed 0 and mean +- sd over seeds, then AV - twin with each seed's CI."""
+    per_seed, summary = result["per_seed"], result["summary"]
+    first = next(iter(per_seed.values()))
+    benchmark = next(b for b in first["benchmarks"] if b in ("audio_aware", "music_avqa"))
+    seeds = list(per_seed)
+    lines = [f"| needs | AV: seed 0 / mean ± sd | twin: seed 0 / mean ± sd | AV - twin, mean ± sd | "
+             + " | ".join(f"AV - twin, seed {s} [95% CI]" for s in seeds) + " |", "|---|---|---|---|" + "---|" * len(seeds)]
+    for needs in first[benchmark]["difference"]:
+        cells = []
+        for model in ("av", "vision_only"):
+            stat = summary[f"{benchmark}.{model}.{needs}"]
+            cells.append(f"{per_seed[seeds[0]][benchmark][model][needs]:.3f} / {stat['mean']:.3f} ± {stat['sd']:.3f}")
+        diff = summary[f"{benchmark}.difference.{needs}.mean"]
+        per = [per_seed[s][benchmark]["difference"][needs] for s in seeds]
+        lines.append(f"| {needs} | {cells[0]} | {cells[1]} | {diff['mean']:+.3f} ± {diff['sd']:.3f} | "
+                     + " | ".join(f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" for d in per) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m avlib.spread", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
               "per_seed": {str(seed): metrics for seed, metrics in per_seed.items()}}
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{len(result['summary'])} figures summarised over seeds {args.seeds} in {args.metrics}")
+    print(f"{len(result['summary'])} figures summarised over seeds {args.seeds} in {args.metrics}\n")
+    print(table(result))
 
 
 if __name__ == "__main__":

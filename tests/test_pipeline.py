@@ -154,6 +154,10 @@ def test_the_seed_spread_reruns_stages_2_to_4_and_its_seed_0_is_the_pipelines_ru
     difference = spread["summary"]["audio_aware.difference.audio.mean"]
     assert len(difference["values"]) == 2 and difference["sd"] >= 0
     assert spread["per_seed"]["1"] != study  # another seed is another draw
+    from avlib.spread import table
+
+    rows = table(spread).splitlines()
+    assert len(rows) == 2 + 3 and rows[2].startswith("| audio |") and "AV - twin, seed 1 [95% CI]" in rows[0]
 
 
 @pytest.mark.slow
