@@ -101,13 +101,16 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    """Every generator's state, as tensors and numbers only, so the file loads with torch.load(weights_only=True)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -150,7 +153,7 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     with torch.no_grad():
         for name, value in trainable.items():
             params[name].copy_(value)
-    state = torch.load(folder / "state.pt", weights_only=False)  # our own file: optimizer state and RNG tuples
+    state = torch.load(folder / "state.pt", weights_only=True)  # tensors and numbers: a shared checkpoint cannot run code
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
