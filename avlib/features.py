@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from avlib.datasets import CORPUS_SPLITS, Example, find_video, load_media, read_corpus_split
+from avlib.integrity import DamagedFile, file_sha256
 
 FORMAT_VERSION = 1
 
@@ -86,14 +87,6 @@ def spec_for(model, num_frames: int, frame_size: int, feature_layer: int, comput
         n_mels=audio.n_mels,
         feature_layer=feature_layer,
     )
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class StaleFeatures(RuntimeError):
@@ -145,14 +138,18 @@ class FeatureCache:
         """Raise StaleFeatures if any cached media file changed (size or content) since extraction."""
         for media, entry in (entries or self.entries()).items():
             path = self.data_root / media
-            if not path.is_file() or path.stat().st_size != entry["size"] or file_digest(path) != entry["sha256"]:
+            if not path.is_file() or path.stat().st_size != entry["size"] or file_sha256(path) != entry["sha256"]:
                 raise StaleFeatures(f"{path} changed after its features were cached in {self.folder}; delete that folder and extract again")
 
     def load(self, entry: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(video features or None, audio features or None) of one index entry."""
         shard = entry["shard"]
         if shard not in self._handles:
-            self._handles[shard] = safe_open(self.folder / shard, framework="pt")
+            path = self.folder / shard
+            if "shard_sha256" in entry and file_sha256(path) != entry["shard_sha256"]:
+                raise DamagedFile(f"{path}: damaged (its sha256 is not the one recorded when it was written); rebuild the "
+                                  "cache with `dvc repro -f encoders`, or `dvc checkout features`")
+            self._handles[shard] = safe_open(path, framework="pt")
         handle = self._handles[shard]
         video = handle.get_tensor(entry["video"]) if entry["video"] else None
         audio = handle.get_tensor(entry["audio"]) if entry["audio"] else None
@@ -172,7 +169,7 @@ class FeatureCache:
         tensors, lines = {}, []
         for i, (media, video, audio) in enumerate(items):
             entry = {"media": self.relative(media), "shard": name, "video": None, "audio": None,
-                     "size": media.stat().st_size, "sha256": file_digest(media)}
+                     "size": media.stat().st_size, "sha256": file_sha256(media)}
             if video is not None:
                 entry["video"] = f"{i}.video"
                 tensors[entry["video"]] = video.detach().cpu().float().contiguous()
@@ -183,6 +180,8 @@ class FeatureCache:
             lines.append(json.dumps(entry))
         tmp = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
         save_file(tensors, tmp)
+        shard_sha256 = file_sha256(tmp)
+        lines = [json.dumps({**json.loads(line), "shard_sha256": shard_sha256}) for line in lines]
         os.replace(tmp, self.folder / name)
         with (self.folder / f"index-{rank:02d}.jsonl").open("a") as index:
             index.write("\n".join(lines) + "\n")

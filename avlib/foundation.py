@@ -28,7 +28,6 @@ tokens that the AVLM applies.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -48,6 +47,7 @@ from avlib.audio_encoder import log_mel
 from avlib.config import ModelConfig, Params, save_config
 from avlib.datasets import load_media, read_corpus_split
 from avlib.features import module_digest
+from avlib.integrity import digest, verify_digest
 from avlib.media import load_clip
 from avlib.model import (
     AVLM,
@@ -96,19 +96,6 @@ def require_corpus(root: str | Path, corpus=None) -> Path:
             f"{profile} (seed {seed}); rebuild it with {rebuild}"
         )
     return root
-
-
-def digest(path: str | Path) -> str:
-    """sha256 of a file, or of every file in a folder (names and bytes, in order)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        h.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def fit(module: nn.Module, cfg, seed: int, num_items: int, loss_of, desc: str, weight_decay: float) -> None:
@@ -493,6 +480,8 @@ def load_foundation_model(params: Params, folder: str | Path, use_audio: bool = 
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise MissingData(f"{folder}: no foundation models here; run stage 1 first (notebook 01_encoders, or `dvc repro encoders`)")
+    for part in json.loads((folder / MANIFEST).read_text())["checkpoints"].values():
+        verify_digest(folder / part["path"], part["sha256"], "rebuild it with `dvc repro -f encoders`, or `dvc checkout` it")
     encoder = load_whisper_encoder(str(folder / WHISPER_FILE), folder)
     visual, preprocess = load_siglip(f"local-dir:{folder / SIGLIP_DIR}", "", folder)
     llm, tokenizer = load_llm(str(folder / PHI_DIR), folder)

@@ -36,6 +36,7 @@ from whisper.audio import HOP_LENGTH, SAMPLE_RATE
 
 from avlib.audio_encoder import AudioEncoder
 from avlib.config import LoraConfig, ModelConfig, save_config
+from avlib.integrity import file_digests, verify
 from avlib.projector import build_projector
 from avlib.template import collate, end_of_turn_id, media_token_ids, pad_id
 from avlib.tokenizer import add_media_tokens
@@ -263,7 +264,8 @@ class AVLM(nn.Module):
                 save_file(state, directory / f"{name}.safetensors")
         if config is not None:
             save_config(config, directory)
-        (directory / "parts.json").write_text(json.dumps(parts))
+        # What was saved, and each file's sha256, checked when the parts are loaded.
+        (directory / "parts.json").write_text(json.dumps({"parts": parts, "sha256": file_digests(directory, ("parts.json",))}))
         return parts
 
     def load_trained(self, directory: str | Path) -> list[str]:
@@ -271,7 +273,10 @@ class AVLM(nn.Module):
         directory = Path(directory)
         if not (directory / "parts.json").is_file():
             raise FileNotFoundError(f"{directory}: no trained parts here (parts.json missing); pass a save_trained folder")
-        parts = json.loads((directory / "parts.json").read_text())
+        saved = json.loads((directory / "parts.json").read_text())
+        parts = saved["parts"] if isinstance(saved, dict) else saved  # a plain list: written before digests were
+        if isinstance(saved, dict):
+            verify(directory, saved["sha256"], "rebuild it with `dvc repro -f` on the stage that wrote it, or `dvc checkout` it")
         for name in parts:
             if name == LORA_DIR:
                 if self.has_lora:
