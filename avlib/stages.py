@@ -81,20 +81,26 @@ def run_stage(
     init_from: Sequence[str | Path] = (),
     **kwargs,
 ) -> RunResult:
-    """Build the model on stage 1's foundation, load earlier stages' outputs, and train `stage` from the feature cache."""
+    """Build the model on stage 1's foundation, load earlier stages' outputs, and train `stage` from the feature cache.
+
+    kwargs go to `avlib.train.train` (checkpoint_dir: where resumable state is kept)."""
     model = load_trained_model(params, foundation, init_from, use_audio).train()
     cache = open_cache(params, model, data_root, features)
     dataset = FeatureDataset(stage_examples(data_root, stage, params), cache)
     cfg = {"pretrain_audio": params.pretrain.audio, "pretrain_vision": params.pretrain.vision, "finetune": params.finetune}[stage]
-    return train(model, dataset, stage, cfg, out, seed=params.seed, lora=params.finetune.lora, config=params, **kwargs)
+    # What the run starts from: a checkpoint of a run that started elsewhere is not resumed.
+    identity = {"use_audio": use_audio, "features": cache.spec.key,
+                "init_from": [(Path(p) / "parts.json").read_text() for p in init_from]}
+    return train(model, dataset, stage, cfg, out, seed=params.seed, lora=params.finetune.lora, config=params, identity=identity,
+                 **kwargs)
 
 
 def launch_command(launch: str, stage: str, variant: str, params_file: str, data: str, foundation: str, features: str,
-                   out: str | Path, init_from: Sequence[str | Path]) -> list[str]:
+                   out: str | Path, init_from: Sequence[str | Path], checkpoint_dir: str | Path) -> list[str]:
     """The command that runs `stage` under `accelerate launch` with the configuration file `launch`."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launch, "-m", "avlib.stages", "train",
             "--stage", stage, "--variant", variant, "--params", params_file, "--data", data, "--foundation", foundation,
-            "--features", features, "--out", str(out), "--init-from", *map(str, init_from)]
+            "--features", features, "--out", str(out), "--checkpoint-dir", str(checkpoint_dir), "--init-from", *map(str, init_from)]
 
 
 def extract_features(args) -> None:
@@ -119,7 +125,7 @@ def train_stage(args) -> None:
     params = load_params(args.params)
     configure(params.runtime)
     result = run_stage(params, args.stage, args.data, args.foundation, args.features, args.out,
-                       use_audio=args.variant == "av", init_from=args.init_from)
+                       use_audio=args.variant == "av", init_from=args.init_from, checkpoint_dir=args.checkpoint_dir)
     print(json.dumps({"stage": args.stage, "variant": args.variant, "final_loss": result.final_loss, "seconds": result.seconds}))
 
 
@@ -140,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     training.add_argument("--features", default="features")
     training.add_argument("--out", required=True)
     training.add_argument("--init-from", nargs="*", default=[])
+    training.add_argument("--checkpoint-dir", default=None, help="resumable state (default: OUT/checkpoint)")
     args = parser.parse_args(argv)
     extract_features(args) if args.command == "extract" else train_stage(args)
 

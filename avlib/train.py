@@ -26,6 +26,8 @@ Curves go to dvclive (loss, learning rate, gradient norm, samples/s) so
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -160,6 +162,15 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     return json.loads((folder / "progress.json").read_text())
 
 
+def run_identity(stage: str, cfg: TrainingConfig, seed: int, lora: LoraConfig | None, examples: int, config=None,
+                 identity: dict | None = None) -> str:
+    """A digest of everything that makes a training run this run: a checkpoint resumes only the run that wrote it."""
+    described = {"stage": stage, "training": dataclasses.asdict(cfg), "seed": seed, "examples": examples,
+                 "lora": dataclasses.asdict(lora) if lora is not None else None,
+                 "params": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None, "identity": identity}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def train(
     model,
     dataset: Sequence[dict],
@@ -173,17 +184,25 @@ def train(
     record_batches: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    identity: dict | None = None,
 ) -> RunResult:
     """Train `model` on `dataset` (items with question, answer, video_features, audio_features).
 
     Saves the trained parts to out/final (`AVLM.save_trained`) and dvclive logs
-    to out/dvclive; resumes from out/checkpoint if one is there. `stop_after`
+    to out/dvclive. Checkpoints go to `checkpoint_dir` (default out/checkpoint;
+    the pipeline keeps them outside DVC's outputs, which DVC deletes before a
+    rerun) and a run resumes from one only if it was written by the same run:
+    same stage, settings, seed, data size and `identity` (what the run starts
+    from); another run's checkpoint is set aside with a message. `stop_after`
     ends the run early at that step (as a kill would), leaving its checkpoint.
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
     out = Path(out)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out / CHECKPOINT
+    run_id = run_identity(stage, cfg, seed, lora, len(dataset), config, identity)
     if cfg.steps < 1:
         raise ValueError(f"{stage}: steps must be at least 1, got {cfg.steps}; a run with no step would save an untrained model")
     if accelerator is None:
@@ -213,7 +232,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     start_step = 0
-    checkpoint = find_checkpoint(out / CHECKPOINT)
+    checkpoint = find_checkpoint(checkpoint_dir)
+    if checkpoint is not None and json.loads((checkpoint / "progress.json").read_text()).get("run", run_id) != run_id:
+        accelerator.print(f"{checkpoint} was written by another run (its settings or starting point differ): starting afresh")
+        checkpoint = None
     if checkpoint is not None:
         start_step = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
         accelerator.print(f"resuming {stage} from step {start_step} ({checkpoint})")
@@ -255,7 +277,7 @@ def train(
             loss_sum += summed.item()
         loss_value = accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), reduction="sum").item() / max(total_count, 1)
         if not math.isfinite(loss_value):
-            last = find_checkpoint(out / CHECKPOINT)
+            last = find_checkpoint(checkpoint_dir)
             raise TrainingDiverged(
                 f"{stage}: loss became {loss_value} at step {step}; stopped without saving. "
                 f"The last good checkpoint is {last if last else '(none yet)'}; lower the learning rate and resume."
@@ -276,7 +298,8 @@ def train(
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step + 1, {"loss": loss_value, "processes": world})
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step + 1,
+                                {"loss": loss_value, "processes": world, "run": run_id})
     bar.close()
     accelerator.wait_for_everyone()
     finished = stop_after is None or stop_after >= cfg.steps

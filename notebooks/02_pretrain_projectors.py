@@ -28,6 +28,7 @@ data_dir = "data"  # the corpus
 foundation_dir = "checkpoints/foundation"  # stage 1's models
 features_dir = "features"  # stage 1's feature cache
 out_dir = "runs/pretrain"  # audio/ and vision/ land here
+checkpoints_dir = "checkpoints/training"  # resumable training state: outside DVC's outputs, so a rerun resumes
 
 # %%
 from pathlib import Path
@@ -91,11 +92,13 @@ print(pd.DataFrame(counts, index=["frozen", "trainable"]).T)
 # profiles have no Bunny, so they pretrain theirs here on the corpus's image captions.
 
 # %%
-audio = run_stage(params, "pretrain_audio", data_dir, foundation_dir, features_dir, Path(out_dir) / "audio")
+audio = run_stage(params, "pretrain_audio", data_dir, foundation_dir, features_dir, Path(out_dir) / "audio",
+                  checkpoint_dir=Path(checkpoints_dir) / "pretrain_audio")
 print(f"audio: final loss {audio.final_loss:.3f} in {audio.seconds:.0f} s")
 projectors = ["audio"]
 if params.pretrain.train_vision_projector:
-    vision = run_stage(params, "pretrain_vision", data_dir, foundation_dir, features_dir, Path(out_dir) / "vision")
+    vision = run_stage(params, "pretrain_vision", data_dir, foundation_dir, features_dir, Path(out_dir) / "vision",
+                       checkpoint_dir=Path(checkpoints_dir) / "pretrain_vision")
     print(f"vision: final loss {vision.final_loss:.3f} in {vision.seconds:.0f} s")
     projectors.append("vision")
 else:

@@ -32,6 +32,7 @@ foundation_dir = "checkpoints/foundation"  # stage 1's models
 features_dir = "features"  # stage 1's feature cache
 pretrain_dir = "runs/pretrain"  # stage 2's projectors
 out_dir = "runs/finetune"  # <variant>/ lands here
+checkpoints_dir = "checkpoints/training"  # resumable training state: outside DVC's outputs, so a rerun resumes
 launch = ""  # "": train in this kernel; an accelerate config (configs/accelerate/ddp.yaml): launch processes
 
 # %%
@@ -98,12 +99,12 @@ if launch:
     import subprocess
 
     command = launch_command(launch, "finetune", variant, params_file, data_dir, foundation_dir, features_dir,
-                             Path(out_dir) / variant, pretrained)
+                             Path(out_dir) / variant, pretrained, Path(checkpoints_dir) / f"finetune_{variant}")
     print(" ".join(command))
     subprocess.run(command, check=True)
 else:
     result = run_stage(params, "finetune", data_dir, foundation_dir, features_dir, Path(out_dir) / variant,
-                       use_audio=use_audio, init_from=pretrained)
+                       use_audio=use_audio, init_from=pretrained, checkpoint_dir=Path(checkpoints_dir) / f"finetune_{variant}")
     print(f"{variant}: final loss {result.final_loss:.3f}, {result.samples_per_second:.0f} samples/s, {result.seconds:.0f} s")
 
 # %%
@@ -139,5 +140,5 @@ for example, answer in zip(val, answers):
 #
 # 1. Compare the two variants' loss curves with `dvc plots show`. Where do they part, and why?
 # 2. Set `finetune.lora.rank` to 4 and to 64. Which questions suffer first?
-# 3. Kill a run half-way (Ctrl-C) and start it again: it resumes from `checkpoint/`. Check that
+# 3. Kill a run half-way (Ctrl-C) and start it again: it resumes from `checkpoints/training/`. Check that
 #    the final weights match an uninterrupted run (see `tests/test_train.py`).

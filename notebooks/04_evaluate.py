@@ -34,6 +34,7 @@ runs_dir = "runs"  # stages 2-4
 predictions_dir = "reports/predictions"  # prediction files, official formats
 figures_dir = "reports/figures"  # the figures
 metrics_file = "metrics/study.json"  # DVC metrics
+judge_cache_dir = "judge_cache"  # the chat judge's replies: outside DVC's outputs, so a rerun asks nothing twice
 
 # %%
 import json
@@ -67,7 +68,7 @@ models = {name: for_inference(model) for name, model in models.items()}  # on a 
 # environment variable named in `params.yaml`, never from here.
 
 # %%
-judge = make_judge(params.evaluate, Path(predictions_dir) / "judge_cache")
+judge = make_judge(params.evaluate, judge_cache_dir)
 print("judge:", judge.name)
 
 # %%

@@ -162,3 +162,22 @@ def test_the_projectors_can_learn_at_their_own_rate(make_model, samples, lora, t
     assert max((trained[n] - p).abs().max().item() for n, p in projectors.items()) < 1e-8, "projectors at lr 1e-12 barely move"
     lora_b = [p for n, p in trained.items() if "lora_B" in n]
     assert lora_b and max(p.abs().max().item() for p in lora_b) > 1e-4, "LoRA at lr 1e-2 moves"
+
+
+def test_checkpoints_kept_elsewhere_resume_only_the_run_that_wrote_them(tmp_path, capsys):
+    import dataclasses
+
+    dataset = helpers.make_dataset()
+    cfg = TrainingConfig(steps=6, batch_size=4, lr=5e-3, warmup=1, checkpoint_every=2)
+    state = tmp_path / "kept"  # as the pipeline keeps them: outside the stage's outputs
+    whole = train(helpers.make_model(), dataset, "finetune", cfg, tmp_path / "whole", lora=helpers.LORA, progress=False)
+    train(helpers.make_model(), dataset, "finetune", cfg, tmp_path / "a", lora=helpers.LORA, progress=False,
+          checkpoint_dir=state, stop_after=4)
+    assert not (tmp_path / "a" / CHECKPOINT).exists() and (state / "progress.json").is_file()
+    resumed = train(helpers.make_model(), dataset, "finetune", cfg, tmp_path / "b", lora=helpers.LORA, progress=False,
+                    checkpoint_dir=state)  # the stage's output folder is new (DVC deleted it): the state is not
+    assert "resuming finetune from step 4" in capsys.readouterr().out
+    assert resumed.final_loss == whole.final_loss
+    other = dataclasses.replace(cfg, lr=1e-3)
+    train(helpers.make_model(), dataset, "finetune", other, tmp_path / "c", lora=helpers.LORA, progress=False, checkpoint_dir=state)
+    assert "was written by another run" in capsys.readouterr().out
