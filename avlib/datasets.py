@@ -70,6 +70,18 @@ def _load_json(path: Path):
         raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
+def _load_records(path: Path) -> list[dict]:
+    """A JSON file holding a list of records (objects)."""
+    records = _load_json(path)
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a list of records at the top level, got a {type(records).__name__}; "
+                        "is it the right file?")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}[{i}]: expected a record (an object), got {record!r:.60}")
+    return records
+
+
 def _require(record: dict, keys: Sequence[str], where: str) -> None:
     missing = [k for k in keys if k not in record]
     if missing:
@@ -188,7 +200,7 @@ def read_videoinstruct(json_path: str | Path, video_folder: str | Path) -> list[
     """VideoInstruct-100K: [{video_id, q, a}]."""
     path, folder = Path(json_path), Path(video_folder)
     examples = []
-    for i, r in enumerate(_load_json(path)):
+    for i, r in enumerate(_load_records(path)):
         _require(r, ("video_id", "q", "a"), f"{path}[{i}]")
         examples.append(Example(f"{r['video_id']}/{i}", find_video(folder, r["video_id"]), r["q"], r["a"], None, "instruction"))
     return examples
@@ -201,7 +213,7 @@ def read_video_chatgpt(json_path: str | Path, video_folder: str | Path) -> list[
     """
     path, folder = Path(json_path), Path(video_folder)
     examples = []
-    for i, r in enumerate(_load_json(path)):
+    for i, r in enumerate(_load_records(path)):
         _require(r, ("video_name", "A"), f"{path}[{i}]")
         video = find_video(folder, r["video_name"])
         if "Q" in r:
@@ -221,11 +233,11 @@ def read_activitynet_qa(questions: str | Path, answers: str | Path, video_folder
     """
     q_path, a_path, folder = Path(questions), Path(answers), Path(video_folder)
     answer_of = {}
-    for i, r in enumerate(_load_json(a_path)):
+    for i, r in enumerate(_load_records(a_path)):
         _require(r, ("answer", "question_id"), f"{a_path}[{i}]")
         answer_of[r["question_id"]] = r
     examples = []
-    for i, r in enumerate(_load_json(q_path)):
+    for i, r in enumerate(_load_records(q_path)):
         _require(r, ("question", "question_id", "video_name"), f"{q_path}[{i}]")
         if r["question_id"] not in answer_of:
             raise DataError(f"{q_path}[{i}]: question_id {r['question_id']!r} has no answer in {a_path}")

@@ -147,7 +147,12 @@ def find_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
-    trainable = load_file(folder / "trainable.safetensors")
+    try:
+        trainable = load_file(folder / "trainable.safetensors")
+        state = torch.load(folder / "state.pt", weights_only=True)  # tensors and numbers: a shared checkpoint cannot run code
+    except Exception as err:  # truncated or damaged: safetensors' and torch's errors of every kind
+        raise ValueError(f"{folder}: the checkpoint is damaged ({type(err).__name__}: {err}); delete that folder to start the "
+                         "stage afresh") from None
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(trainable) != expected:
         raise ValueError(f"{folder} holds other trainable parameters than this run trains; is it another stage's checkpoint?")
@@ -155,7 +160,6 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     with torch.no_grad():
         for name, value in trainable.items():
             params[name].copy_(value)
-    state = torch.load(folder / "state.pt", weights_only=True)  # tensors and numbers: a shared checkpoint cannot run code
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])

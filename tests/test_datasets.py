@@ -161,3 +161,9 @@ def test_bad_image_is_a_media_error(tmp_path):
     Image.new("RGB", (10, 6)).save(tmp_path / "ok.png")
     frames, audio = load_media(tmp_path / "ok.png", 1, 16)
     assert frames.shape == (1, 16, 16, 3) and audio is None
+
+
+def test_a_benchmark_file_whose_top_level_is_an_object_says_so(tmp_path):
+    (tmp_path / "generic_qa.json").write_text(json.dumps({"data": [{"Q": "q", "A": "a", "video_name": "v"}]}))
+    with pytest.raises(DataError, match="generic_qa.json: expected a list of records at the top level, got a dict"):
+        read_video_chatgpt(tmp_path / "generic_qa.json", tmp_path)

@@ -181,3 +181,13 @@ def test_checkpoints_kept_elsewhere_resume_only_the_run_that_wrote_them(tmp_path
     other = dataclasses.replace(cfg, lr=1e-3)
     train(helpers.make_model(), dataset, "finetune", other, tmp_path / "c", lora=helpers.LORA, progress=False, checkpoint_dir=state)
     assert "was written by another run" in capsys.readouterr().out
+
+
+def test_a_truncated_checkpoint_is_named_with_the_fix(tmp_path):
+    dataset = helpers.make_dataset()
+    cfg = TrainingConfig(steps=6, batch_size=4, lr=5e-3, warmup=1, checkpoint_every=2)
+    train(helpers.make_model(), dataset, "finetune", cfg, tmp_path, lora=helpers.LORA, progress=False, stop_after=2)
+    weights = tmp_path / CHECKPOINT / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"checkpoint: the checkpoint is damaged .*delete that folder"):
+        train(helpers.make_model(), dataset, "finetune", cfg, tmp_path, lora=helpers.LORA, progress=False)
