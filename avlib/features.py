@@ -36,7 +36,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 
 from avlib.datasets import CORPUS_SPLITS, Example, find_video, load_media, read_corpus_split
 from avlib.integrity import DamagedFile, file_sha256

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import whisper
 from open_clip.loss import SigLipLoss
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 from transformers import PhiForCausalLM
 
 from avlib import synth

@@ -395,7 +395,7 @@ class _Retry(Exception):
 
 def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = False) -> dict[str, list[float | None]]:
     """Per-item scores for each criterion; predictions maps a benchmark file stem to its prediction records."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     scores: dict[str, list[float | None]] = {}
     stats = getattr(judge, "stats", None)

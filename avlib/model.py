@@ -30,7 +30,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
 from whisper.audio import HOP_LENGTH, SAMPLE_RATE
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 
 from avlib.config import LoraConfig, TrainingConfig
 from avlib.runtime import frozen_in_bf16

@@ -129,7 +129,8 @@ from avlib.stages import open_cache
 model = load_foundation_model(params, foundation_dir)
 cache = open_cache(params, model, data_dir, features_dir)  # keyed by the weights as stored
 model = for_inference(model)  # on a GPU, if there is one, in bf16
-extract(model, corpus_media(data_dir), cache)
+encoded = extract(model, corpus_media(data_dir), cache)  # only what is not cached yet
+print(f"{encoded} media files encoded now")
 summary = cache.summary()
 print(json.dumps(summary, indent=1))
 

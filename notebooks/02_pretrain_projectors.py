@@ -113,6 +113,7 @@ ax.set_xlabel("step")
 ax.set_ylabel("loss on the answer tokens")
 ax.set_yscale("log")
 ax.legend()
+fig.tight_layout()
 
 # %% [markdown]
 # ## Does the LLM now hear?

@@ -115,6 +115,7 @@ ax.set_xlabel("step")
 ax.set_ylabel("loss")
 ax.set_yscale("log")
 ax.set_title(f"joint finetuning ({variant})")
+fig.tight_layout()
 
 # %% [markdown]
 # ## A few answers on validation clips

@@ -167,3 +167,20 @@ def test_the_stage_time_breakdown_reads_the_executed_notebooks(smoke_repo):
     for stage in ("01_encoders", "02_pretrain_projectors", "03_finetune_av", "03_finetune_vision_only", "04_evaluate"):
         assert stage in out
     assert "all stages" in out and "slowest cells:" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_the_executed_notebooks_are_free_of_noise(smoke_repo):
+    import re
+
+    for path in sorted((smoke_repo / "reports" / "notebooks").glob("0*.ipynb")):
+        notebook = json.loads(path.read_text())
+        for number, cell in enumerate(notebook["cells"]):
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+                where = f"{path.name}, cell {number}"
+                assert "Warning" not in text, f"{where}: a warning reached the notebook: {text[:300]}"
+                assert text.count("\r") + text.count("it/s") <= 3, f"{where}: progress-bar output"
+                if output["output_type"] == "execute_result":
+                    assert not re.match(r"<matplotlib|Text\(|\[<matplotlib|\d+$", text.strip()), f"{where}: a stray value {text[:80]}"
