@@ -43,6 +43,9 @@ bench: venv
 	$(PY) benchmarks/media_decode.py
 	$(PY) benchmarks/corpus_build.py
 	$(PY) benchmarks/cache_epoch.py --limit 640  # needs stage 1: make repro first
+	$(PY) benchmarks/cpu_kernels.py
+	$(PY) benchmarks/paper_dryrun.py --tiny     # on a GPU machine: without --tiny
+	$(PY) benchmarks/stage_times.py             # the last make repro, per stage
 
 ## lock: re-resolve requirements.in into requirements.lock in a scratch environment
 lock:
