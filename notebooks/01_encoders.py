@@ -113,6 +113,7 @@ if scores:
 Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
 flat = {f"{m}.{k}": v for m, values in scores.items() for k, v in values.items() if isinstance(v, (int, float))}
 Path(metrics_file).write_text(json.dumps(flat or manifest.get("shapes", {}), indent=1) + "\n")
+print(f"metrics written to {metrics_file}")
 
 # %% [markdown]
 # ## The frozen AVLM and the feature cache
