@@ -145,6 +145,20 @@ def _link(media: Path, src: Path, out: Path, benchmark: bool = False) -> str:
     return relative.as_posix()
 
 
+def _report(path: Path, problems: list[str], summary: str, error: type[Exception], on_missing: str, log) -> bool:
+    """Write the list of problem files to `path` (or remove a stale one); raise `error` under --on-missing stop.
+    Returns whether there were problems to leave out."""
+    if not problems:
+        if path.exists():
+            path.unlink()
+        return False
+    path.write_text("\n".join(problems) + "\n")
+    log(f"{summary}; list in {path}")
+    if on_missing == "stop":
+        raise error(f"{summary} (first: {problems[0]}); see {path}, or pass --on-missing skip to go on without them")
+    return True
+
+
 def prepare(source: str, src: str | Path, out: str | Path, limit: int | None = None, seed: int = 0,
             on_missing: str = "stop", log=print) -> dict:
     """Lay out one source under `out`; returns a summary. Raises MissingMedia (on_missing='stop') listing what is absent."""
@@ -154,31 +168,17 @@ def prepare(source: str, src: str | Path, out: str | Path, limit: int | None = N
     if not src.is_dir():
         raise DataError(f"{src}: no such folder; download {source} first (see `python -m avlib.prepare --help`)")
     split, examples = read_source(source, src)
-    missing = sorted({str(e.media) for e in examples if not e.media.is_file()})
     out.mkdir(parents=True, exist_ok=True)
-    report = out / f"missing_{source}.txt"
-    if missing:
-        report.write_text("\n".join(missing) + "\n")
-        log(f"{source}: {len(missing)} of {len({str(e.media) for e in examples})} media files are missing; list in {report}")
-        if on_missing == "stop":
-            raise MissingMedia(f"{source}: {len(missing)} media files missing (first: {missing[0]}); see {report}, "
-                               f"or pass --on-missing skip to go on without them")
+    missing = sorted({str(e.media) for e in examples if not e.media.is_file()})
+    if _report(out / f"missing_{source}.txt", missing, f"{source}: {len(missing)} of {len({str(e.media) for e in examples})} "
+               "media files are missing", MissingMedia, on_missing, log):
         examples = [e for e in examples if e.media.is_file()]
-    elif report.exists():
-        report.unlink()
     examples = subsample(examples, limit, seed, stratify=split == "music_avqa")
     probed = {str(m): probe(m) for m in sorted({e.media for e in examples})}
     unreadable = sorted(f"{m}\t{why}" for m, (why, _) in probed.items() if why)
-    report = out / f"unreadable_{source}.txt"
-    if unreadable:
-        report.write_text("\n".join(unreadable) + "\n")
-        log(f"{source}: {len(unreadable)} media files cannot be decoded; list and reasons in {report}")
-        if on_missing == "stop":
-            raise UnreadableMedia(f"{source}: {len(unreadable)} media files cannot be decoded (first: {unreadable[0]}); see "
-                                  f"{report}, or pass --on-missing skip to go on without them")
+    if _report(out / f"unreadable_{source}.txt", unreadable, f"{source}: {len(unreadable)} media files cannot be decoded",
+               UnreadableMedia, on_missing, log):
         examples = [e for e in examples if not probed[str(e.media)][0]]
-    elif report.exists():
-        report.unlink()
 
     def has_audio_track(path: Path) -> bool:
         return probed[str(path)][1]

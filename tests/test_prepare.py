@@ -94,7 +94,7 @@ def test_every_source_prepares_into_corpus_records(downloads, tmp_path):
 
 
 def test_missing_media_stop_by_default(downloads, tmp_path):
-    with pytest.raises(MissingMedia, match="1 media files missing .*--on-missing skip"):
+    with pytest.raises(MissingMedia, match="1 of 2 media files are missing .*--on-missing skip"):
         prepare("audiocaps", downloads / "audiocaps", tmp_path / "out", log=lambda *a: None)
     assert main(["audiocaps", "--src", str(downloads / "audiocaps"), "--out", str(tmp_path / "cli")]) == 2
 
