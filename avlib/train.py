@@ -14,8 +14,10 @@ can be compared exactly:
   global count of them, so any split computes the same gradient.
 * Checkpoints (every `checkpoint_every` steps) hold only the trainable
   parameters, the optimizer, the scheduler and every RNG state, written to a
-  temporary folder and renamed into place: a run killed at any moment resumes
-  from the last complete checkpoint and ends bitwise equal to an uninterrupted one.
+  temporary folder and renamed into place, the one before it kept: a run
+  killed at any moment resumes from the last complete checkpoint (the one
+  before it, if the latest was damaged since) and ends bitwise equal to an
+  uninterrupted one.
 * A NaN or infinite loss stops the run with `TrainingDiverged`; nothing is
   saved after it, so the last good checkpoint stays loadable.
 
@@ -45,11 +47,13 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 
 from avlib.config import LoraConfig, TrainingConfig
+from avlib.integrity import file_sha256, verify
 from avlib.runtime import frozen_in_bf16
 from avlib.template import IGNORE_INDEX
 
 CHECKPOINT = "checkpoint"
 FINAL = "final"
+LOGGED = ("loss", "learning_rate", "grad_norm", "samples_per_second")  # per logged step, to dvclive
 
 
 class TrainingDiverged(RuntimeError):
@@ -122,37 +126,55 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, extra: dict) -> None:
-    """Write the checkpoint to a temporary folder, then swap it into place."""
+def _previous(folder: Path) -> Path:
+    return folder.parent / f"{folder.name}.previous"
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, extra: dict, history: list[dict] = ()) -> None:
+    """Write the checkpoint to a temporary folder, then rotate it into place.
+
+    The checkpoint it replaces is kept as `<folder>.previous`, so a latest one
+    damaged after it was written (a bad disk, a truncated copy) still leaves a
+    complete one to resume from. history.json holds the metrics logged so far,
+    for a resumed run to log them again. progress.json, written last, records
+    the sha256 of the other files.
+    """
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(trainable_state(model), tmp / "trainable.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
-    (tmp / "progress.json").write_text(json.dumps({"step": step, **extra}))
-    old = folder.parent / f".{folder.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
+    (tmp / "history.json").write_text(json.dumps(list(history)))
+    files = {name: file_sha256(tmp / name) for name in ("trainable.safetensors", "state.pt", "history.json")}
+    (tmp / "progress.json").write_text(json.dumps({"step": step, **extra, "files": files}))
+    previous = _previous(folder)
+    shutil.rmtree(previous, ignore_errors=True)
     if folder.exists():
-        os.replace(folder, old)
+        os.replace(folder, previous)
     os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(folder: Path) -> Path | None:
-    """The last complete checkpoint: the folder itself, or the previous one if a swap was interrupted."""
-    for candidate in (folder, folder.parent / f".{folder.name}.old"):
-        if (candidate / "progress.json").is_file():
-            return candidate
+    """The newest checkpoint whose progress.json was written: the folder itself, else the one before it."""
+    for candidate in checkpoint_candidates(folder):
+        return candidate
     return None
 
 
+def checkpoint_candidates(folder: Path) -> list[Path]:
+    """The checkpoints kept for one run, newest first (a swap interrupted between the renames leaves only the previous)."""
+    return [c for c in (folder, _previous(folder)) if (c / "progress.json").is_file()]
+
+
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
+    """Restore a checkpoint into the model, optimizer, scheduler and RNGs; ValueError naming the folder if it is damaged."""
     try:
+        progress = json.loads((folder / "progress.json").read_text())
+        verify(folder, progress.get("files", {}), "it was damaged after it was written")
         trainable = load_file(folder / "trainable.safetensors")
         state = torch.load(folder / "state.pt", weights_only=True)  # tensors and numbers: a shared checkpoint cannot run code
-    except Exception as err:  # truncated or damaged: safetensors' and torch's errors of every kind
-        raise ValueError(f"{folder}: the checkpoint is damaged ({type(err).__name__}: {err}); delete that folder to start the "
-                         "stage afresh") from None
+    except Exception as err:  # truncated or damaged: digests, safetensors' and torch's errors of every kind
+        raise ValueError(f"{folder}: the checkpoint is damaged ({type(err).__name__}: {err})") from None
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(trainable) != expected:
         raise ValueError(f"{folder} holds other trainable parameters than this run trains; is it another stage's checkpoint?")
@@ -163,13 +185,44 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    return json.loads((folder / "progress.json").read_text())
+    return progress
+
+
+def resume(folder: Path, run_id: str, model, optimizer, scheduler, say) -> dict:
+    """Load the newest intact checkpoint this run wrote; returns its progress (step, loss, logged history), or
+    step 0 when there is none to resume."""
+    damaged = []
+    for candidate in checkpoint_candidates(folder):
+        try:
+            if json.loads((candidate / "progress.json").read_text()).get("run", run_id) != run_id:
+                say(f"{candidate} was written by another run (its settings, code or starting point differ): starting afresh")
+                return {"step": 0}
+            progress = load_checkpoint(candidate, model, optimizer, scheduler)
+        except ValueError as err:
+            say(f"{err}; trying the checkpoint before it")
+            damaged.append(candidate)
+            continue
+        say(f"resuming from step {progress['step']} ({candidate})")
+        history = candidate / "history.json"
+        return {**progress, "history": json.loads(history.read_text()) if history.is_file() else []}
+    if damaged:
+        raise ValueError(f"every checkpoint kept in {folder.parent} is damaged ({', '.join(str(d) for d in damaged)}); "
+                         "delete them to start the stage afresh")
+    return {"step": 0}
+
+
+def code_digest() -> str:
+    """sha256 of avlib's source: a checkpoint written by other code is another run's, even with the same settings."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def run_identity(stage: str, cfg: TrainingConfig, seed: int, lora: LoraConfig | None, examples: int, config=None,
                  identity: dict | None = None) -> str:
     """A digest of everything that makes a training run this run: a checkpoint resumes only the run that wrote it."""
-    described = {"stage": stage, "training": dataclasses.asdict(cfg), "seed": seed, "examples": examples,
+    described = {"stage": stage, "code": code_digest(), "training": dataclasses.asdict(cfg), "seed": seed, "examples": examples,
                  "lora": dataclasses.asdict(lora) if lora is not None else None,
                  "params": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None, "identity": identity}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -235,24 +288,24 @@ def train(
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    start_step = 0
-    checkpoint = find_checkpoint(checkpoint_dir)
-    if checkpoint is not None and json.loads((checkpoint / "progress.json").read_text()).get("run", run_id) != run_id:
-        accelerator.print(f"{checkpoint} was written by another run (its settings or starting point differ): starting afresh")
-        checkpoint = None
-    if checkpoint is not None:
-        start_step = load_checkpoint(checkpoint, model, optimizer, scheduler)["step"]
-        accelerator.print(f"resuming {stage} from step {start_step} ({checkpoint})")
+    progress_at = resume(checkpoint_dir, run_id, model, optimizer, scheduler, lambda line: accelerator.print(f"{stage}: {line}"))
+    start_step = progress_at["step"]
+    history: list[dict] = progress_at.get("history", [])
     live = None
     if accelerator.is_main_process:
         from dvclive import Live
 
-        live = Live(dir=str(out / "dvclive"), resume=start_step > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+        # The logs start afresh and replay the checkpoint's history: complete even where DVC deleted the old ones.
+        live = Live(dir=str(out / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=None, report=None)
+        for row in history:
+            live.step = row["step"]
+            for name in LOGGED:
+                live.log_metric(name, row[name])
         live.step = start_step
     local = cfg.batch_size // world
     micro = local // cfg.grad_accum
     batches: list[list[int]] = []
-    loss_value, started, samples = float("nan"), time.monotonic(), 0
+    loss_value, started, samples = progress_at.get("loss", float("nan")), time.monotonic(), 0
     model.train()
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc=stage, disable=not (progress and accelerator.is_main_process))
     for step in bar:
@@ -292,18 +345,21 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         samples += cfg.batch_size
         elapsed = time.monotonic() - started
-        if live is not None and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-            live.log_metric("loss", loss_value)
-            live.log_metric("learning_rate", scheduler.get_last_lr()[0])
-            live.log_metric("grad_norm", float(grad_norm))
-            live.log_metric("samples_per_second", samples / max(elapsed, 1e-9))
-            live.step = step + 1
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            row = {"step": step, "loss": loss_value,  # step: the batch whose loss it is, from 0
+                   "learning_rate": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                   "samples_per_second": samples / max(elapsed, 1e-9)}
+            history.append(row)
+            if live is not None:
+                live.step = row["step"]
+                for name in LOGGED:
+                    live.log_metric(name, row[name])
             bar.set_postfix(loss=f"{loss_value:.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step + 1,
-                                {"loss": loss_value, "processes": world, "run": run_id})
+                                {"loss": loss_value, "processes": world, "run": run_id}, history)
     bar.close()
     accelerator.wait_for_everyone()
     finished = stop_after is None or stop_after >= cfg.steps

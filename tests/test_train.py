@@ -164,6 +164,11 @@ def test_the_projectors_can_learn_at_their_own_rate(make_model, samples, lora, t
     assert lora_b and max(p.abs().max().item() for p in lora_b) > 1e-4, "LoRA at lr 1e-2 moves"
 
 
+def _logged_losses(out: Path) -> list[tuple[str, str]]:
+    rows = (out / "dvclive" / "plots" / "metrics" / "loss.tsv").read_text().split("\n")[1:]
+    return [tuple(r.split("\t")[:2]) for r in rows if r]  # step, loss
+
+
 def test_checkpoints_kept_elsewhere_resume_only_the_run_that_wrote_them(tmp_path, capsys):
     import dataclasses
 
@@ -176,18 +181,59 @@ def test_checkpoints_kept_elsewhere_resume_only_the_run_that_wrote_them(tmp_path
     assert not (tmp_path / "a" / CHECKPOINT).exists() and (state / "progress.json").is_file()
     resumed = train(helpers.make_model(), dataset, "finetune", cfg, tmp_path / "b", lora=helpers.LORA, progress=False,
                     checkpoint_dir=state)  # the stage's output folder is new (DVC deleted it): the state is not
-    assert "resuming finetune from step 4" in capsys.readouterr().out
+    assert "finetune: resuming from step 4" in capsys.readouterr().out
     assert resumed.final_loss == whole.final_loss
+    assert len(_logged_losses(tmp_path / "whole")) >= 2
+    assert _logged_losses(tmp_path / "b") == _logged_losses(tmp_path / "whole"), "the curve is whole, the steps before the kill too"
+    again = train(helpers.make_model(), dataset, "finetune", cfg, tmp_path / "d", lora=helpers.LORA, progress=False,
+                  checkpoint_dir=state)  # the stage reruns (its notebook changed, say); its training is complete
+    assert "finetune: resuming from step 6" in capsys.readouterr().out
+    assert again.final_loss == whole.final_loss and _logged_losses(tmp_path / "d") == _logged_losses(tmp_path / "whole")
+    assert load_file(tmp_path / "d" / FINAL / "lora" / "adapter_model.safetensors").keys() and all(
+        torch.equal(a, b) for a, b in zip(load_file(tmp_path / "d" / FINAL / "audio_projector.safetensors").values(),
+                                          load_file(tmp_path / "whole" / FINAL / "audio_projector.safetensors").values()))
     other = dataclasses.replace(cfg, lr=1e-3)
     train(helpers.make_model(), dataset, "finetune", other, tmp_path / "c", lora=helpers.LORA, progress=False, checkpoint_dir=state)
     assert "was written by another run" in capsys.readouterr().out
 
 
-def test_a_truncated_checkpoint_is_named_with_the_fix(tmp_path):
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     dataset = helpers.make_dataset()
     cfg = TrainingConfig(steps=6, batch_size=4, lr=5e-3, warmup=1, checkpoint_every=2)
-    train(helpers.make_model(), dataset, "finetune", cfg, tmp_path, lora=helpers.LORA, progress=False, stop_after=2)
-    weights = tmp_path / CHECKPOINT / "trainable.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(ValueError, match=r"checkpoint: the checkpoint is damaged .*delete that folder"):
-        train(helpers.make_model(), dataset, "finetune", cfg, tmp_path, lora=helpers.LORA, progress=False)
+    whole = train(helpers.make_model(), dataset, "finetune", cfg, tmp_path / "whole", lora=helpers.LORA, progress=False)
+    run = tmp_path / "run"
+    train(helpers.make_model(), dataset, "finetune", cfg, run, lora=helpers.LORA, progress=False, stop_after=4)
+    latest, before = run / CHECKPOINT, run / f"{CHECKPOINT}.previous"
+    assert json.loads((before / "progress.json").read_text())["step"] == 2
+    weights = latest / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as by a full disk
+    resumed = train(helpers.make_model(), dataset, "finetune", cfg, run, lora=helpers.LORA, progress=False)
+    out = capsys.readouterr().out
+    assert f"{latest}: the checkpoint is damaged" in out and f"resuming from step 2 ({before})" in out
+    assert resumed.final_loss == whole.final_loss, "resumed from the earlier checkpoint, the run ends as an uninterrupted one"
+
+
+def test_a_bit_flip_in_a_checkpoint_is_caught_by_its_digest(tmp_path, capsys):
+    dataset = helpers.make_dataset()
+    cfg = TrainingConfig(steps=6, batch_size=4, lr=5e-3, warmup=1, checkpoint_every=2)
+    run = tmp_path / "run"
+    train(helpers.make_model(), dataset, "finetune", cfg, run, lora=helpers.LORA, progress=False, stop_after=4)
+    state = run / CHECKPOINT / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01  # loads without complaint: only the digest can tell
+    state.write_bytes(bytes(data))
+    train(helpers.make_model(), dataset, "finetune", cfg, run, lora=helpers.LORA, progress=False, stop_after=4)
+    out = capsys.readouterr().out
+    assert "state.pt: damaged" in out and "resuming from step 2" in out
+
+
+def test_when_every_checkpoint_is_damaged_the_error_names_them_and_the_fix(tmp_path):
+    dataset = helpers.make_dataset()
+    cfg = TrainingConfig(steps=6, batch_size=4, lr=5e-3, warmup=1, checkpoint_every=2)
+    run = tmp_path / "run"
+    train(helpers.make_model(), dataset, "finetune", cfg, run, lora=helpers.LORA, progress=False, stop_after=4)
+    for folder in (run / CHECKPOINT, run / f"{CHECKPOINT}.previous"):
+        weights = folder / "trainable.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"every checkpoint kept in .* is damaged .*delete them to start the stage afresh"):
+        train(helpers.make_model(), dataset, "finetune", cfg, run, lora=helpers.LORA, progress=False)
