@@ -338,13 +338,20 @@ class ChatJudge:
 
     def check(self) -> None:
         """One request before any prediction work: the endpoint answers, takes the key and knows the model.
-        Raises JudgeError saying which of them failed; a reply of any content will do."""
+        Raises JudgeError saying which of them failed; a reply of any content will do.
+
+        Once this endpoint and model have answered into this cache, a rerun asks nothing: its scores are
+        cached, and any it still needs would meet the same clear errors on their first request."""
+        passed = self.cache / "checked" / f"{hashlib.sha256(f'{self.url} {self.model}'.encode()).hexdigest()}.json"
+        if passed.is_file():
+            return
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Reply with {'score': 5}."}]
         try:
             self._post(messages)
         except _Retry as retry:
             raise JudgeError(f"{self.url} is not usable before the evaluation starts ({retry.reason}); is the server up, "
                              "and evaluate.chat.base_url right?") from None
+        self._store(passed, {"url": self.url, "model": self.model, "date": time.strftime("%Y-%m-%d", time.gmtime())})
 
     def _store(self, path: Path, record: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -301,3 +301,14 @@ def test_an_unknown_model_is_named(tmp_path):
     with ChatServer(["404"]) as server:
         with pytest.raises(JudgeError, match="no such endpoint or model 'judge-model-1'"):
             _judge(server, tmp_path).check()
+
+
+def test_the_check_is_asked_once_per_cache_endpoint_and_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVG_TEST_KEY", "sk-secret-123")
+    with ChatServer() as server:
+        _judge(server, tmp_path).check()
+        assert len(server.requests) == 1
+        _judge(server, tmp_path).check()  # a rerun of the stage: everything it needs is cached, it asks nothing
+        assert len(server.requests) == 1
+        ChatJudge(server.url, "judge-model-2", tmp_path / "cache", api_key_env="AVG_TEST_KEY", timeout=0.3).check()
+        assert len(server.requests) == 2, "another model is checked afresh"

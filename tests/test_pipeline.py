@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -184,3 +185,89 @@ def test_the_executed_notebooks_are_free_of_noise(smoke_repo):
                 assert text.count("\r") + text.count("it/s") <= 3, f"{where}: progress-bar output"
                 if output["output_type"] == "execute_result":
                     assert not re.match(r"<matplotlib|Text\(|\[<matplotlib|\d+$", text.strip()), f"{where}: a stray value {text[:80]}"
+
+
+def _copy_study(smoke_repo: Path, target: Path) -> Path:
+    """A copy of the built smoke study (its DVC cache too), so a test can damage it without touching the others'."""
+    shutil.copytree(smoke_repo, target, symlinks=True)
+    return target
+
+
+def _final_parts(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run / "final").glob("*.safetensors"))}
+
+
+def _edit_params(repo: Path, edit) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    edit(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_a_finetune_killed_under_dvc_repro_resumes_and_ends_as_an_uninterrupted_run(smoke_repo, tmp_path):
+    import time
+
+    import psutil
+
+    def warmer(params):  # a finetune these inputs have never run: DVC has nothing to restore, it must train
+        params["finetune"]["warmup"] += 1
+
+    reference, repo = _copy_study(smoke_repo, tmp_path / "reference"), _copy_study(smoke_repo, tmp_path / "repo")
+    for copy in (reference, repo):
+        _edit_params(copy, warmer)
+    sh(str(BIN / "dvc"), "repro", "-s", "finetune@av", cwd=reference)
+    uninterrupted = _final_parts(reference / "runs" / "finetune" / "av")
+
+    finetune = yaml.safe_load((repo / "params.yaml").read_text())["finetune"]
+    steps, every = finetune["steps"], finetune["checkpoint_every"]
+    assert every < steps, "the smoke finetune writes a checkpoint before its last step"
+    for old in (repo / "checkpoints" / "training").glob("finetune_av*"):
+        shutil.rmtree(old)  # the pipeline's own run left its last checkpoint: wait for this run's first
+    process = subprocess.Popen([str(BIN / "dvc"), "repro", "-s", "finetune@av"], cwd=repo, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    progress = repo / "checkpoints" / "training" / "finetune_av" / "progress.json"
+    while not progress.is_file():
+        assert process.poll() is None, "the stage ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    # dvc, papermill and the kernel (which runs in a session of its own): everything, as a power cut would
+    tree = psutil.Process(process.pid)
+    for victim in [tree, *tree.children(recursive=True)]:
+        victim.kill()
+    process.wait()
+    done = json.loads(progress.read_text())["step"]
+    assert 0 < done < steps and not (repo / "runs" / "finetune" / "av" / "final").exists(), "killed mid-way"
+
+    rerun = sh(str(BIN / "dvc"), "repro", "-s", "finetune@av", cwd=repo).stdout
+    assert "skipping run" not in rerun, "the stage ran again"
+    executed = (repo / "reports" / "notebooks" / "03_finetune_av.ipynb").read_text()
+    assert f"resuming from step {done} " in executed, "the rerun picked up the checkpoint the killed run left"
+    assert _final_parts(repo / "runs" / "finetune" / "av") == uninterrupted, "resumed, it ends bit for bit as the uninterrupted run"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_an_evaluate_rerun_asks_the_chat_judge_nothing_twice(smoke_repo, tmp_path):
+    from test_judge import ChatServer
+
+    repo = _copy_study(smoke_repo, tmp_path / "repo")
+    with ChatServer() as server:
+        def chat(params):
+            params["evaluate"]["judge"] = "chat"
+            params["evaluate"]["chat"].update(base_url=server.url, api_key_env="AVG_TEST_KEY")
+
+        _edit_params(repo, chat)
+        env = {**ENV, "AVG_TEST_KEY": "sk-test"}
+        run = lambda *args: subprocess.run([str(BIN / "dvc"), "repro", *args, "-s", "evaluate"], cwd=repo, env=env,
+                                           capture_output=True, text=True, timeout=1800)
+        first = run()
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        asked = len(server.requests)
+        assert asked > 0, "the first run asked the judge"
+        scores = json.loads((repo / "metrics" / "study.json").read_text())["video_chatgpt"]
+        second = run("-f")  # DVC deletes the stage's outputs and runs it again
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert len(server.requests) == asked, f"the rerun asked the judge {len(server.requests) - asked} more time(s)"
+        assert json.loads((repo / "metrics" / "study.json").read_text())["video_chatgpt"] == scores
