@@ -1,4 +1,6 @@
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -6,8 +8,19 @@ import yaml
 from avlib.config import ConfigError, ModelConfig, Params, from_dict, load_config, load_params, save_config
 
 
-def test_repository_params_load():
-    params = load_params("params.yaml")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def committed_params(tmp_path) -> Path:
+    """params.yaml as committed: the working tree's may have been switched (`make repro PROFILE=smoke`)."""
+    text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_params_load(tmp_path):
+    params = load_params(committed_params(tmp_path))
     assert params.profile == "tiny"
     assert params.model.projector == "mlp2x_gelu"
     assert params.model.audio.window_seconds == 4.0
@@ -60,11 +73,11 @@ def test_saved_config_round_trips(tmp_path):
     assert load_config(ModelConfig, path) == config
 
 
-def test_params_yaml_is_the_tiny_profile():
+def test_params_yaml_is_the_tiny_profile(tmp_path):
     from avlib.config import profile_params
 
     _, tiny = profile_params("tiny")
-    assert load_params("params.yaml") == tiny
+    assert load_params(committed_params(tmp_path)) == tiny
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper"])

@@ -104,6 +104,10 @@ def test_activitynet_qa(tmp_path):
     (tmp_path / "test_a.json").write_text(json.dumps([]))
     with pytest.raises(DataError, match="has no answer"):
         read_activitynet_qa(tmp_path / "test_q.json", tmp_path / "test_a.json", tmp_path)
+    (tmp_path / "test_a.json").write_text(json.dumps([{"answer": "skiing", "question_id": "v_x_1", "type": 2}]))
+    (tmp_path / "test_q.json").write_text(json.dumps([{"question": "  ", "question_id": "v_x_1", "video_name": "x"}]))
+    with pytest.raises(DataError, match=r"test_q.json\[0\]: question 'v_x_1' is empty"):
+        read_activitynet_qa(tmp_path / "test_q.json", tmp_path / "test_a.json", tmp_path)
 
 
 def test_missing_and_malformed_files(tmp_path):

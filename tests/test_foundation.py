@@ -7,6 +7,7 @@ import whisper
 from transformers import AutoTokenizer, PhiForCausalLM
 
 from avlib import foundation as fd
+from avlib import recipes
 from avlib.vision_encoder import register_open_clip_config
 
 
@@ -16,8 +17,8 @@ def test_missing_corpus_says_how_to_get_it(tmp_path):
 
 
 def test_corpus_text_is_in_the_chat_template(small_corpus):
-    texts = fd.corpus_texts(small_corpus, "train")
-    assert any(t.startswith(fd.SYSTEM) and " ASSISTANT: " in t for t in texts)
+    texts = recipes.corpus_texts(small_corpus, "train")
+    assert any(t.startswith(recipes.SYSTEM) and " ASSISTANT: " in t for t in texts)
     assert all(t.endswith("<|endoftext|>") for t in texts)
 
 
@@ -55,18 +56,46 @@ def test_load_foundation_without_stage_one(small_params, tmp_path):
 
 
 def test_edit_distance_and_wer():
-    assert fd.edit_distance("a b c".split(), "a x c".split()) == 1
-    assert fd.edit_distance([], ["a", "b"]) == 2
-    assert fd.edit_distance("the word is apple".split(), "the word is apple".split()) == 0
+    assert recipes.edit_distance("a b c".split(), "a x c".split()) == 1
+    assert recipes.edit_distance([], ["a", "b"]) == 2
+    assert recipes.edit_distance("the word is apple".split(), "the word is apple".split()) == 0
 
 
-def test_transcribe_decodes_greedily(small_foundation, small_corpus, small_params):
-    speech = whisper.load_model(str(small_foundation / fd.WHISPER_FILE), device="cpu")
+class ScriptedWhisper:
+    """A stand-in with Whisper's encoder/decoder calls: item i's decoder scores its script's next token highest."""
+
+    def __init__(self, scripts: list[list[int]], vocab: int):
+        self.scripts, self.vocab, self.calls = scripts, vocab, 0
+        self.encoder = lambda mels: mels[:, 0, :1]  # each item's index, carried from its mel
+
+    def decoder(self, tokens, encoded):
+        self.calls += 1
+        logits = torch.zeros(len(tokens), tokens.shape[1], self.vocab)
+        for row, index in enumerate(encoded[:, 0].long().tolist()):
+            script = self.scripts[index]
+            position = tokens.shape[1] - 1
+            best = script[position] if position < len(script) else 0
+            logits[row, -1, best] = 2.0
+            logits[row, -1, (best + 1) % self.vocab] = 1.0  # the runner-up: greedy never takes it
+        return logits
+
+
+def test_transcribe_decodes_greedily_item_by_item_and_stops_at_the_end_of_turn(small_foundation):
     tokenizer = AutoTokenizer.from_pretrained(small_foundation / fd.TOKENIZER_DIR)
-    items = fd.audio_examples(small_corpus, 4.0, "test")
-    mels = fd._mels(items, 4.0, 80, "test")
-    texts = fd.transcribe(speech, mels, tokenizer, max_len=8)
-    assert len(texts) == len(items) and all(isinstance(t, str) for t in texts)
+    eot = tokenizer.convert_tokens_to_ids(recipes.END_OF_TURN)
+    words = ["the speaker says apple", "three beeps", "a voice says tiger and then a siren"]
+    scripts = [tokenizer.encode(w, add_special_tokens=False) + [eot] for w in words]
+    max_len = max(len(s) for s in scripts) + 1
+    endless = tokenizer.encode(" ".join(["apple"] * 40), add_special_tokens=False)
+    assert len(endless) > max_len
+    scripts.append(endless)  # never says it is done
+    count = 130  # more than one batch of 128
+    mels = torch.arange(count, dtype=torch.float)[:, None, None].expand(count, 2, 3) % len(scripts)
+    model = ScriptedWhisper(scripts, len(tokenizer))
+    texts = recipes.transcribe(model, mels, tokenizer, max_len=max_len)
+    expected = [tokenizer.decode(s[: s.index(eot)] if eot in s else s[: max_len - 1]).strip() for s in scripts]
+    assert len(texts) == count and texts == [expected[i % len(scripts)] for i in range(count)]
+    assert expected[:3] == words and expected[3] == tokenizer.decode(endless[: max_len - 1]).strip(), "cut at max_len - 1 tokens"
 
 
 def test_siglip_recall_counts_exact_caption_matches():
@@ -80,7 +109,7 @@ def test_siglip_recall_counts_exact_caption_matches():
     images = torch.tensor([0, 1, 2, 1]).view(4, 1, 1, 1)
     captions = ["a", "b", "c", "b"]
     texts = torch.tensor([[0], [1], [2], [1]])
-    scores = fd.evaluate_siglip(Perfect(), lambda x: x, images, captions, texts)
+    scores = recipes.evaluate_siglip(Perfect(), lambda x: x, images, captions, texts)
     assert scores["recall_at_1"] == 1.0 and scores["candidates"] == 3
 
 
