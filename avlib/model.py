@@ -17,30 +17,23 @@ the prompt or the model, exactly as for a clip without an audio track.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
-import open_clip
 import torch
-import whisper
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import try_to_load_from_cache
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
-from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
-from whisper.audio import HOP_LENGTH, SAMPLE_RATE
+from transformers import PhiForCausalLM
 
 from avlib.audio_encoder import AudioEncoder
 from avlib.config import LoraConfig, ModelConfig, save_config
 from avlib.integrity import file_digests, verify
 from avlib.projector import build_projector
 from avlib.template import collate, end_of_turn_id, media_token_ids, pad_id
-from avlib.tokenizer import add_media_tokens
-from avlib.vision_encoder import VisionEncoder, register_open_clip_config, tiny_siglip_name
+from avlib.vision_encoder import VisionEncoder
 
 Stage = Literal["pretrain_audio", "pretrain_vision", "finetune"]
 STAGES = ("pretrain_audio", "pretrain_vision", "finetune")
@@ -49,10 +42,6 @@ LORA_DIR = "lora"
 
 # SigLIP's own preprocessing (open_clip's pretrained config for the webli weights).
 SIGLIP_PREPROCESS = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"}
-
-
-class CheckpointNotFound(FileNotFoundError):
-    """A pretrained checkpoint is not on disk and may not be downloaded."""
 
 
 class AVLM(nn.Module):
@@ -292,78 +281,6 @@ class AVLM(nn.Module):
 # -------------------------------------------------------------------- building
 
 
-def build_model(cfg: ModelConfig, tokenizer=None, use_audio: bool = True) -> AVLM:
-    """The AVLM of `cfg.builder`: 'tiny' (random miniature, same classes) or 'paper'."""
-    if cfg.builder == "tiny":
-        if tokenizer is None:
-            raise ValueError("the tiny builder needs a tokenizer (avlib.tokenizer.train_tokenizer)")
-        return build_tiny(cfg, tokenizer, use_audio)
-    if cfg.builder == "paper":
-        return build_paper(cfg, use_audio=use_audio)
-    raise ValueError(f"unknown model builder {cfg.builder!r}; valid builders: tiny, paper")
-
-
-def audio_ctx(window_seconds: float) -> int:
-    """Whisper encoder positions for a window: half its mel frames (conv stride 2)."""
-    return round(window_seconds * SAMPLE_RATE / HOP_LENGTH) // 2
-
-
-def tiny_siglip_config(cfg: ModelConfig) -> dict:
-    """open_clip model config of the miniature SigLIP (vision trunk registered in timm)."""
-    t = cfg.tiny
-    return {
-        "embed_dim": t.vision_width,
-        "init_logit_bias": -10,
-        "custom_text": True,
-        "vision_cfg": {
-            "image_size": t.image_size,
-            "timm_model_name": tiny_siglip_name(t.vision_width, t.vision_layers, t.vision_heads, t.patch_size, t.image_size),
-            "timm_model_pretrained": False,
-            "timm_pool": "map",
-            "timm_proj": "none",
-        },
-        "text_cfg": {
-            "context_length": 32,
-            "vocab_size": t.vocab_size,
-            "width": t.text_width,
-            "heads": t.text_heads,
-            "layers": t.text_layers,
-            "no_causal_mask": True,
-            "proj_bias": True,
-            "pool_type": "last",
-            "norm_kwargs": {"eps": 1e-6},
-        },
-    }
-
-
-def build_tiny_siglip(cfg: ModelConfig) -> open_clip.CustomTextCLIP:
-    """A randomly initialised miniature SigLIP (both towers) from `tiny_siglip_config`."""
-    config = tiny_siglip_config(cfg)
-    config.pop("custom_text")  # open_clip's factory reads it; the constructor does not take it
-    return open_clip.CustomTextCLIP(**config)
-
-
-def tiny_phi_config(cfg: ModelConfig, vocab_size: int) -> PhiConfig:
-    t = cfg.tiny
-    head_dim = t.llm_hidden // t.llm_heads
-    if t.llm_hidden % t.llm_heads or (head_dim // 2) % 2:
-        # Phi rotates half of each head (partial_rotary_factor 0.5); that half must be even.
-        raise ValueError(f"llm_hidden / llm_heads = {t.llm_hidden}/{t.llm_heads} must be an integer divisible by 4")
-    return PhiConfig(
-        vocab_size=vocab_size,
-        hidden_size=t.llm_hidden,
-        intermediate_size=t.llm_intermediate,
-        num_hidden_layers=t.llm_layers,
-        num_attention_heads=t.llm_heads,
-        max_position_embeddings=t.llm_max_positions,
-        partial_rotary_factor=0.5,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attention_dropout=0.0,
-        tie_word_embeddings=False,
-    )
-
-
 def assemble(cfg: ModelConfig, whisper_encoder: nn.Module, visual: nn.Module, preprocess: dict, llm: PhiForCausalLM, tokenizer,
              use_audio: bool = True) -> AVLM:
     """The one place an AVLM is put together from its parts, as `cfg` says (every builder calls it)."""
@@ -380,127 +297,3 @@ def assemble(cfg: ModelConfig, whisper_encoder: nn.Module, visual: nn.Module, pr
         max_length=cfg.max_length or positions,
         max_audio_windows=cfg.audio.max_windows,
     )
-
-
-def build_tiny(cfg: ModelConfig, tokenizer, use_audio: bool = True) -> AVLM:
-    """A randomly initialised miniature AVLM built from the paper's classes."""
-    t = cfg.tiny
-    encoder = whisper.model.AudioEncoder(cfg.audio.n_mels, audio_ctx(cfg.audio.window_seconds), t.audio_width, t.audio_heads, t.audio_layers)
-    siglip = build_tiny_siglip(cfg)
-    preprocess = {"size": t.image_size, **SIGLIP_PREPROCESS}
-    llm = PhiForCausalLM(tiny_phi_config(cfg, len(tokenizer)))
-    return assemble(cfg, encoder, siglip.visual, preprocess, llm, tokenizer, use_audio)
-
-
-# ---------------------------------------------------------------------- paper
-
-
-def _offline() -> bool:
-    return bool(hub_constants.HF_HUB_OFFLINE)
-
-
-def _hub_cached(repo: str, filename: str, cache_dir: str | Path) -> bool:
-    """Whether the hub file is in our cache folder or the user's default hub cache."""
-    return any(
-        isinstance(try_to_load_from_cache(repo, filename, cache_dir=cache), str)
-        for cache in (str(Path(cache_dir) / "hub"), None)
-    )
-
-
-def missing_paper_checkpoints(cfg: ModelConfig) -> list[str]:
-    """What must be downloaded, and where to, before the paper model can load offline.
-
-    Empty when everything is on disk, or when downloads are allowed for what is not.
-    """
-    p, root = cfg.paper, Path(cfg.paper.cache_dir)
-    offline, missing = _offline(), []
-    if not os.path.isfile(p.whisper):
-        if p.whisper not in whisper._MODELS:
-            missing.append(f"model.paper.whisper={p.whisper!r} is neither a file nor a Whisper name ({', '.join(whisper.available_models())})")
-        elif offline and not (root / "whisper" / os.path.basename(whisper._MODELS[p.whisper])).is_file():
-            url = whisper._MODELS[p.whisper]
-            missing.append(f"Whisper {p.whisper}: download {url} into {root / 'whisper'}/")
-    if p.siglip_model.startswith("local-dir:"):
-        folder = Path(p.siglip_model.removeprefix("local-dir:"))
-        if not (folder / "open_clip_config.json").is_file() or not any(folder.glob("*.safetensors")):
-            missing.append(f"SigLIP: {folder} needs open_clip_config.json and open_clip_model.safetensors (open_clip's hub layout)")
-    elif not os.path.isfile(p.siglip_pretrained):
-        repo = ((open_clip.get_pretrained_cfg(p.siglip_model, p.siglip_pretrained) or {}).get("hf_hub") or "").strip("/")
-        if not repo:
-            missing.append(f"SigLIP: open_clip knows no pretrained tag {p.siglip_pretrained!r} for {p.siglip_model}; give a checkpoint file")
-        elif offline and not any(_hub_cached(repo, f, root) for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")):
-            target = root / "siglip"
-            missing.append(
-                f"SigLIP {p.siglip_model}/{p.siglip_pretrained}: run `hf download {repo} open_clip_model.safetensors "
-                f"--local-dir {target}` and set model.paper.siglip_pretrained: {target / 'open_clip_model.safetensors'}"
-            )
-    if not os.path.isdir(p.llm) and offline and not _hub_cached(p.llm, "config.json", root):
-        target = root / "phi-2"
-        missing.append(f"LLM {p.llm}: run `hf download {p.llm} --local-dir {target}` and set model.paper.llm: {target}")
-    if p.vision_projector and not os.path.isfile(p.vision_projector):
-        missing.append(
-            f"Bunny's projector: download mm_projector.bin from the hub repo BAAI/bunny-pretrain-phi-2-siglip "
-            f"to {p.vision_projector} (or set model.paper.vision_projector)"
-        )
-    return missing
-
-
-def load_whisper_encoder(name_or_path: str, cache_dir: str | Path) -> whisper.model.AudioEncoder:
-    """The encoder of an openai-whisper checkpoint file, or of a named model (kept in cache_dir/whisper)."""
-    if os.path.isfile(name_or_path):
-        return whisper.load_model(name_or_path, device="cpu").encoder
-    return whisper.load_model(name_or_path, device="cpu", download_root=str(Path(cache_dir) / "whisper")).encoder
-
-
-def load_siglip(model_name: str, pretrained: str, cache_dir: str | Path) -> tuple[nn.Module, dict]:
-    """open_clip SigLIP: its vision tower and preprocessing config.
-
-    `model_name` is an open_clip name, with `pretrained` a tag or a checkpoint
-    file, or 'local-dir:FOLDER' (open_clip_config.json + weights, the hub layout).
-    """
-    if model_name.startswith("local-dir:"):
-        config = json.loads((Path(model_name.removeprefix("local-dir:")) / "open_clip_config.json").read_text())
-        register_open_clip_config(config["model_cfg"])
-        pretrained = None
-    clip = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=str(Path(cache_dir) / "hub"))
-    return clip.visual, open_clip.get_model_preprocess_cfg(clip)
-
-
-def load_llm(name_or_path: str, cache_dir: str | Path, dtype: torch.dtype = torch.float32):
-    """phi-2 (PhiForCausalLM) and its tokenizer, with the media tokens added."""
-    hub_cache = None if os.path.isdir(name_or_path) else str(Path(cache_dir) / "hub")
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, cache_dir=hub_cache)
-    llm = PhiForCausalLM.from_pretrained(name_or_path, dtype=dtype, cache_dir=hub_cache)
-    add_media_tokens(tokenizer)
-    if len(tokenizer) > llm.get_input_embeddings().num_embeddings:
-        llm.resize_token_embeddings(len(tokenizer))
-    return llm, tokenizer
-
-
-def load_bunny_projector(projector: nn.Module, path: str | Path) -> None:
-    """Load Bunny's pretrained `mm_projector.bin` (keys 'model.mm_projector.0.weight', ...) into `projector`."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k.split("mm_projector.", 1)[1]: v for k, v in state.items() if "mm_projector." in k}
-    expected = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != found:
-        raise ValueError(f"{path}: projector weights {found} do not fit the model's projector {expected}")
-    projector.load_state_dict(state)
-
-
-def build_paper(cfg: ModelConfig, use_audio: bool = True, dtype: torch.dtype = torch.float32, seed: int = 0) -> AVLM:
-    """Whisper small, SigLIP so400m/webli, phi-2 and Bunny's projector, from disk or (online) the hub.
-
-    `seed` initialises the audio projector (the one part not loaded)."""
-    missing = missing_paper_checkpoints(cfg)
-    if missing:  # before loading anything: fail in a second, not after minutes of loading
-        raise CheckpointNotFound("the paper model cannot be built; missing checkpoints:\n  - " + "\n  - ".join(missing))
-    p = cfg.paper
-    encoder = load_whisper_encoder(p.whisper, p.cache_dir)
-    visual, preprocess = load_siglip(p.siglip_model, p.siglip_pretrained, p.cache_dir)
-    llm, tokenizer = load_llm(p.llm, p.cache_dir, dtype)
-    torch.manual_seed(seed)
-    model = assemble(cfg, encoder.to(dtype), visual.to(dtype), preprocess, llm, tokenizer, use_audio)
-    if p.vision_projector:
-        load_bunny_projector(model.vision_projector, p.vision_projector)
-    return model

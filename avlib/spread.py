@@ -77,7 +77,7 @@ def table(result: dict) -> str:
     first = next(iter(per_seed.values()))
     benchmark = next(b for b in first["benchmarks"] if b in ("audio_aware", "music_avqa"))
     seeds = list(per_seed)
-    lines = [f"| needs | AV: seed 0 / mean ± sd | twin: seed 0 / mean ± sd | AV - twin, mean ± sd | "
+    lines = ["| needs | AV: seed 0 / mean ± sd | twin: seed 0 / mean ± sd | AV - twin, mean ± sd | "
              + " | ".join(f"AV - twin, seed {s} [95% CI]" for s in seeds) + " |", "|---|---|---|---|" + "---|" * len(seeds)]
     for needs in first[benchmark]["difference"]:
         cells = []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from avlib.config import load_params
-from avlib.model import build_model
+from avlib.builders import build_model
 from avlib.runtime import configure
 from avlib.tokenizer import train_tokenizer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avlib.config import AudioConfig, LoraConfig, ModelConfig, TinyModelConfig, VisionConfig
-from avlib.model import build_model
+from avlib.builders import build_model
 from avlib.tokenizer import train_tokenizer
 
 TEXTS = [

@@ -202,7 +202,7 @@ def test_encode_media_needs_matching_lists(make_model):
 
 
 def test_a_max_length_beyond_the_llms_positions_is_refused(cfg, tokenizer):
-    from avlib.model import build_model
+    from avlib.builders import build_model
 
     cfg.max_length = cfg.tiny.llm_max_positions + 1
     with pytest.raises(ValueError, match="exceeds the LLM's 512 positions"):

@@ -10,7 +10,9 @@ import torch
 import whisper
 
 from avlib.config import ModelConfig, PaperModelConfig
-from avlib.model import SIGLIP_PREPROCESS, CheckpointNotFound, audio_ctx, build_model, build_tiny_siglip, tiny_phi_config, tiny_siglip_config
+from avlib.builders import audio_ctx, build_model, build_tiny_siglip, tiny_phi_config, tiny_siglip_config
+from avlib.model import SIGLIP_PREPROCESS
+from avlib.paper import CheckpointNotFound
 from avlib.vision_encoder import save_open_clip
 from transformers import PhiForCausalLM
 

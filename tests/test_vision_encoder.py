@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from avlib.model import SIGLIP_PREPROCESS, build_tiny_siglip
+from avlib.builders import build_tiny_siglip
+from avlib.model import SIGLIP_PREPROCESS
 from avlib.vision_encoder import VisionEncoder, register_tiny_siglip
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from avlib.config import AudioConfig, LoraConfig, ModelConfig, TinyModelConfig, TrainingConfig, VisionConfig
-from avlib.model import build_model
+from avlib.builders import build_model
 from avlib.tokenizer import train_tokenizer
 from avlib.train import train
 
