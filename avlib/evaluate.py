@@ -19,7 +19,7 @@ avlib.scoring's; the judges of the Video-ChatGPT criteria are avlib.judge's.
 from __future__ import annotations
 
 import json
-import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,10 +142,25 @@ FAILURE_ALARM = 0.01  # a run whose judge could not score more than this share o
 OFFICIAL_PRED_FILES = {"correctness_pred": "generic_qa", "detailed_orientation_pred": "generic_qa", "contextual_pred": "generic_qa",
                        "temporal_understanding_pred": "temporal_qa", "consistency_pred": "consistency_qa"}
 
+
 def score_record(benchmark: str, record: dict, prediction: str) -> bool:
     if benchmark == "music_avqa":
         return exact_match(prediction, record["A"])
     return is_correct(prediction, record["A"], record.get("kind", ""))
+
+
+def answer_prior(train_examples, records: Sequence[dict], benchmark: str = "audio_aware") -> dict[str, float]:
+    """Per kind of question: the accuracy of always giving the answer the training set gives most often to that kind.
+
+    What a model that ignores the clip can reach by learning the answers' frequencies alone; kinds the training
+    set does not have are left out.
+    """
+    counts: dict[str, Counter] = {}
+    for example in train_examples:
+        counts.setdefault(example.kind, Counter())[example.answer] += 1
+    guess = {kind: answers.most_common(1)[0][0] for kind, answers in counts.items()}
+    rows = [{"kind": r["kind"], "correct": score_record(benchmark, r, guess[r["kind"]])} for r in records if r.get("kind") in guess]
+    return accuracy_by(rows, "kind")
 
 
 def feature_items(examples, cache) -> list[dict]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files, not windows: notebooks show the saved figures
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns

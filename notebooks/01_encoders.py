@@ -141,18 +141,86 @@ video_features, audio_features = cache.load(entry)
 print(entry["media"], {"video_features": tuple(video_features.shape), "audio_features": tuple(audio_features.shape)})
 
 # %% [markdown]
+# ## The pooling: from T x P patch features to T + P tokens
+#
+# SigLIP turns each of the T frames into P patch features (D wide). Feeding all T x P to the LLM
+# would cost T x P tokens; Video-ChatGPT's pooling, which the paper keeps, makes T + P of them
+# with two means:
+
+# %%
+from avlib.vision_encoder import VisionEncoder
+
+encoder = model.vision_encoder
+with torch.no_grad():
+    tokens = encoder.patch_tokens(encoder.preprocess(clip.frames).to(encoder.mean.device)).float().cpu()  # (T, P, D)
+    temporal = tokens.mean(dim=1)  # (T, D): one token per frame; *where* things are is averaged away
+    spatial = tokens.mean(dim=0)  # (P, D): one token per patch position; *when* things happened is averaged away
+pooled = torch.cat([temporal, spatial])  # (T + P, D): what the cache stores and the LLM receives
+print("patch features", tuple(tokens.shape), "-> temporal", tuple(temporal.shape), "+ spatial", tuple(spatial.shape),
+      "=", tuple(pooled.shape))
+assert torch.equal(pooled, VisionEncoder.pool(tokens))
+
+# %% [markdown]
+# What survives? Play the clip backwards: the spatial tokens do not change beyond float rounding (a
+# mean does not know the order it was taken in), and the temporal tokens come in the reverse order. The direction
+# of motion survives only in the order of the T per-frame means, each of which has averaged the
+# shape's position over the whole frame: it is there only as far as the patch features themselves
+# encode where they are. The shape is blurred the other way: the spatial tokens see it smeared along
+# its path, as the mean frame below does in pixels.
+
+# %%
+backwards = tokens.flip(0)
+print("spatial tokens, clip played backwards: largest change", f"{(backwards.mean(dim=0) - spatial).abs().max().item():.1e}")
+print("temporal tokens, clip played backwards: the same tokens reversed:",
+      torch.allclose(backwards.mean(dim=1), temporal.flip(0)))
+side = round(encoder.num_patches ** 0.5)
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), gridspec_kw={"width_ratios": [3, 1, 1]})
+axes[0].imshow(np.concatenate(list(clip.frames), axis=1))
+axes[0].set_title(f"the {len(clip.frames)} frames: one temporal token each", fontsize=10)
+axes[1].imshow(clip.frames.astype(np.float32).mean(axis=0).astype(np.uint8))
+axes[1].set_title("the mean frame\n(in pixels)", fontsize=10)
+distance = (spatial - spatial.mean(dim=0)).norm(dim=-1).reshape(side, side)
+image = axes[2].imshow(distance, cmap="viridis")
+axes[2].set_title("spatial tokens: distance\nfrom their mean, per patch", fontsize=10)
+fig.colorbar(image, ax=axes[2], fraction=0.046)
+for ax in axes:
+    ax.axis("off")
+fig.tight_layout()
+
+# %% [markdown]
 # ## Summary
 #
-# * The study's encoders and LLM are frozen; in the tiny profiles they were first trained here,
-#   with the paper's classes, and each clearly beats chance on held-out data.
-# * Every clip's pooled features are cached once, under a key that changes whenever anything they
-#   depend on changes. Clips without an audio track have no audio features at all.
-#
+# Computed from this run:
+
+# %%
+from IPython.display import Markdown, display
+
+lines = []
+if scores:
+    lines.append(f"* The miniature Whisper names the spoken word of held-out clips {scores['whisper']['word_accuracy']:.0%} of the "
+                 f"time (chance {scores['whisper']['chance_word_accuracy']:.0%}); the miniature SigLIP picks a held-out frame's caption "
+                 f"{scores['siglip']['recall_at_1']:.0%} of the time (chance {scores['siglip']['chance_recall_at_1']:.1%}); the miniature "
+                 f"Phi's perplexity is {scores['phi']['perplexity']:.2f} (a uniform guess: {scores['phi']['chance_perplexity']:.0f}).")
+else:
+    lines.append("* The paper's encoders and LLM were checked and loaded, not trained: they are frozen from here on.")
+lines.append(f"* {summary['items']:,} media files' pooled features are cached once, under a key that changes whenever the weights "
+             f"or any preprocessing parameter change. A clip is {tuple(video_features.shape)} video features "
+             f"(T = {len(clip.frames)} temporal + P = {encoder.num_patches} spatial) and {tuple(audio_features.shape)} audio "
+             f"features ({params.model.audio.num_audio_tokens} per {params.model.audio.window_seconds:g} s window).")
+lines.append("* The pooling keeps *when* or *where*, never both: played backwards, a clip's spatial tokens do not change (beyond float rounding).")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
 # ## Exercises
 #
-# 1. Set `model.audio.num_audio_tokens` to 8 in `params.yaml` and rerun `dvc repro`. Which stages
-#    rerun, and why does the feature cache get a new folder?
-# 2. In the Whisper recipe (`avlib/foundation.py`), set `foundation.whisper.aux_weight` to 0. Does
-#    the miniature Whisper still learn the spoken word within the same steps?
-# 3. Plot the cached video features of one clip as an image (tokens x width). Where do the T
-#    temporal tokens end and the P spatial ones begin?
+# Each takes a few minutes on a laptop, from this stage's outputs; none retrains anything.
+#
+# 1. Plot the cached video features of one clip as an image (tokens x width, `cache.load(entry)`).
+#    Where do the T temporal tokens end and the P spatial ones begin, and why do the two parts look
+#    different?
+# 2. Repeat the pooling cell for a clip whose shape moves left and one whose shape moves right
+#    (`example.answer` of a direction question says which). Compare their temporal tokens: which
+#    differences could tell the LLM the direction?
+# 3. Set `model.audio.num_audio_tokens` to 8 in `params.yaml` and run `dvc status` (not `dvc repro`).
+#    Which stages would rerun, and why would the feature cache get a new folder? Then
+#    `git checkout params.yaml`.

@@ -1,10 +1,15 @@
+from pathlib import Path
+
+import matplotlib.container
+import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 
 from avlib.evaluate import ABLATIONS, Neutral, ablate, accuracy_by, paired_bootstrap, results_table
 from avlib.scoring import exact_match, facts, is_correct, normalise_answer
-from avlib.plots import save_figures
+from avlib.plots import ablation_deltas, accuracy_by_needs, criteria, save_figures
 
 
 @pytest.mark.parametrize(
@@ -79,7 +84,9 @@ def test_ablations_keep_token_counts_and_neutralise_one_modality(make_model):
         id(o["audio_features"]) for o in items if o["audio_features"] is not None)
     with pytest.raises(ValueError, match="unknown ablation"):
         ablate(items, "mirror", neutral)
-    assert ABLATIONS[0] == "none" and ablate(items, "none", neutral)[3]["audio_features"] is items[3]["audio_features"]
+    untouched = ablate(items, "none", neutral)
+    assert all(u["audio_features"] is i["audio_features"] and u["video_features"] is i["video_features"] for u, i in zip(untouched, items))
+    assert set(ABLATIONS) == {"none", "mute_audio", "blank_frames", "swap_audio"}  # each tested above
 
 
 def _metrics():
@@ -108,7 +115,36 @@ def test_results_table_and_figures(tmp_path):
     assert "| word | 0.900 | 0.100 |" in table and "| accuracy | 0.500 | 0.250 | +0.200 [+0.100, +0.300] |" in table
     paths = save_figures(_metrics(), tmp_path)
     assert [p.name for p in paths] == ["accuracy_by_needs.png", "criteria.png", "ablations.png"]
-    assert all(p.stat().st_size > 5000 for p in paths)
+    for path in paths:
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[:2] == (round(3.8 * 120), round(8.5 * 120)) and pixels[..., :3].std() > 0.05, f"{path.name} is drawn"
+
+
+def _drawn(draw, *args):
+    """Draw into a fresh figure; return the axes, their bars' heights and whether the legend lies right of the data."""
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    draw(_metrics(), ax, *args)
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    outside = legend.get_window_extent().x0 >= ax.get_window_extent().x1
+    heights = [round(bar.get_height(), 6) for bar in ax.patches]
+    plt.close(fig)
+    return ax, heights, outside
+
+
+def test_each_figure_draws_the_numbers_it_is_given():
+    ax, heights, outside = _drawn(accuracy_by_needs)
+    assert heights == [0.9, 0.8, 0.95, 0.2, 0.1, 0.95], "AV then twin, audio / audio-visual / visual"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["audio", "audio-visual", "visual"]
+    assert ax.get_ylabel() == "accuracy" and outside, "labelled, and the legend hides no bar"
+    notes = [t.get_text() for t in ax.texts]
+    assert notes[0] == "Δ +0.20\n[+0.10, +0.30]" and len(notes) == 3
+    ax, heights, outside = _drawn(criteria)
+    assert heights == [3.0, 3.0, 2.0, 2.0] and "reference judge" in ax.get_ylabel() and outside
+    ax, heights, outside = _drawn(ablation_deltas)
+    errorbars = [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert heights == [-0.1] * 9 and len(errorbars) == 3 and outside, "three needs x three ablations, CIs drawn"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mute audio", "blank frames", "swap audio"]
 
 
 @pytest.mark.parametrize(
@@ -122,3 +158,15 @@ def test_music_avqa_exact_match_after_normalisation(prediction, reference, right
 
 def test_normalised_answers_spell_the_closed_set():
     assert normalise_answer("Acoustic Guitar!") == "acoustic_guitar" and normalise_answer("0") == "zero"
+
+
+def test_the_answer_prior_is_the_accuracy_of_the_most_common_training_answer():
+    from avlib.datasets import Example
+    from avlib.evaluate import answer_prior
+
+    train = [Example(str(i), Path("x.mp4"), "q", answer, "visual", kind) for i, (answer, kind) in enumerate(
+        [("A circle.", "shape")] * 3 + [("A square.", "shape")] * 2 + [("Left.", "direction"), ("Up.", "direction"), ("Up.", "direction")])]
+    records = [{"A": a, "kind": k} for a, k in [("A circle.", "shape"), ("A square.", "shape"), ("A circle.", "shape"),
+                                                ("A star.", "shape"), ("Up.", "direction"), ("Down.", "direction"), ("Tiger.", "word")]]
+    prior = answer_prior(train, records)
+    assert prior == {"direction": 0.5, "shape": 0.5}, "always 'A circle.' and 'Up.'; no training answer for word"
