@@ -78,6 +78,7 @@ mel = log_mel(torch.from_numpy(np.pad(audio, (0, max(0, window - len(audio))))[:
 axes[1].imshow(mel, origin="lower", aspect="auto", cmap="magma")
 axes[1].set_title("the first audio window as Whisper hears it (log-mel)")
 axes[1].set_xlabel("10 ms frames")
+axes[1].set_ylabel("mel bin")
 fig.tight_layout()
 
 # %% [markdown]

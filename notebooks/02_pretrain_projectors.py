@@ -111,8 +111,8 @@ for name in projectors:
     ax.plot(curve["step"], curve["loss"], label=f"{name} projector")
 ax.set_xlabel("step")
 ax.set_ylabel("loss on the answer tokens")
-ax.set_yscale("log")
-ax.legend()
+ax.set_ylim(bottom=0)
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 fig.tight_layout()
 
 # %% [markdown]

@@ -199,8 +199,8 @@ curve = pd.read_csv(Path(out_dir) / variant / "dvclive" / "plots" / "metrics" / 
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.plot(curve["step"], curve["loss"])
 ax.set_xlabel("step")
-ax.set_ylabel("loss")
-ax.set_yscale("log")
+ax.set_ylabel("loss on the answer tokens")
+ax.set_ylim(bottom=0)
 ax.set_title(f"joint finetuning ({variant})")
 fig.tight_layout()
 
