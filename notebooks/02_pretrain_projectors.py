@@ -131,14 +131,18 @@ import numpy as np
 trained = for_inference(load_trained_model(params, foundation_dir, [Path(out_dir) / "audio" / "final"]))
 speech_question = read_corpus_split(data_dir, "speech_to_text")[0].question  # the question stage 2 trained on
 qa_file = Path(data_dir) / "benchmarks" / "audio_aware" / "qa.json"
-if qa_file.is_file():  # the synthetic corpus: its test clips
-    held_out = [e for e in read_qa_benchmark(qa_file, Path(data_dir) / "clips") if e.kind == "word"][:200]
-    words = [e.answer.strip(".").strip('"').lower() for e in held_out]
-    probe = [dataclasses.replace(e, question=speech_question) for e in held_out]
+if qa_file.is_file():  # the synthetic corpus: its test clips that have a soundtrack
+    held_out = [e for e in read_qa_benchmark(qa_file, Path(data_dir) / "clips") if e.kind == "word"]
+    probe, items = [], []
+    for example, item in zip(held_out, FeatureDataset(held_out, cache)):
+        if item["audio_features"] is not None and len(probe) < 200:
+            probe.append(dataclasses.replace(example, question=speech_question))
+            items.append(dict(item, question=speech_question, answer=None))
+    words = [e.answer.strip(".").strip('"').lower() for e in probe]
 else:  # prepared real data has no held-out speech here: show training items, and say so
     probe = read_corpus_split(data_dir, "speech_to_text")[-8:]
+    items = [dict(i, answer=None) for i in FeatureDataset(probe, cache)]
     words = None
-items = [dict(i, answer=None) for i in FeatureDataset(probe, cache)]
 answers = trained.answer(items, batch_size=params.evaluate.batch_size, max_new_tokens=16)
 if words is not None:
     heard = np.array([w in a.lower().replace('"', " ").split() for w, a in zip(words, answers)])
