@@ -36,10 +36,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
-from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 
 from avlib.datasets import CORPUS_SPLITS, Example, find_video, load_media, read_corpus_split
 from avlib.integrity import DamagedFile, file_sha256
+from avlib.progress import progress_bar
 
 FORMAT_VERSION = 1
 
@@ -227,7 +227,7 @@ def _extract(model, media, cache, batch_size, shard_size, rank, world_size, prog
     todo = sorted({Path(m) for m in media if cache.relative(m) not in done}, key=str)[rank::world_size]
     device = next(model.parameters()).device
     pending, encoded = [], 0
-    bar = tqdm(total=len(todo), desc=f"features (rank {rank})", disable=not progress)
+    bar = progress_bar(total=len(todo), show=progress, desc=f"features (rank {rank})")
     for start in range(0, len(todo), batch_size):
         done = set(cache.entries())
         chunk = [path for path in todo[start : start + batch_size] if cache.relative(path) not in done]

@@ -43,6 +43,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avlib.progress import progress_bar
 from avlib.scoring import exact_match, facts
 
 CRITERIA = ("correctness", "detail", "context", "temporal", "consistency")
@@ -402,14 +403,12 @@ class _Retry(Exception):
 
 def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = False) -> dict[str, list[float | None]]:
     """Per-item scores for each criterion; predictions maps a benchmark file stem to its prediction records."""
-    from tqdm import tqdm
-
     scores: dict[str, list[float | None]] = {}
     stats = getattr(judge, "stats", None)
     for criterion in CRITERIA:
         records = predictions[CRITERION_FILE[criterion]]
         out = []
-        bar = tqdm(records, desc=f"judge {criterion}", disable=not progress)
+        bar = progress_bar(records, show=progress, desc=f"judge {criterion}")
         for r in bar:
             if criterion == "consistency":
                 out.append(judge.score(criterion, r["Q1"], r["A"], r["pred1"], r["pred2"], question2=r["Q2"]))

@@ -25,12 +25,12 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 from transformers import PhiForCausalLM
 
 from avlib.audio_encoder import AudioEncoder
 from avlib.config import LoraConfig, ModelConfig, save_config
 from avlib.integrity import file_digests, verify
+from avlib.progress import progress_bar
 from avlib.projector import build_projector
 from avlib.template import collate, end_of_turn_id, media_token_ids, pad_id
 from avlib.vision_encoder import VisionEncoder
@@ -179,7 +179,7 @@ class AVLM(nn.Module):
         self.eval()
         device = next(self.llm.parameters()).device
         answers: list[str] = []
-        for start in tqdm(range(0, len(items), batch_size), disable=not progress, desc="answering"):
+        for start in progress_bar(range(0, len(items), batch_size), show=progress, desc="answering"):
             chunk = [dict(item, answer=None) for item in items[start : start + batch_size]]
             batch = self.collate(chunk, with_answers=False)
             batch = {**batch, "input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),

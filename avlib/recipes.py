@@ -29,19 +29,20 @@ import torch.nn.functional as F
 import whisper
 from open_clip.loss import SigLipLoss
 from torch import nn
-from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 from transformers import PhiForCausalLM
 
 from avlib import synth
 from avlib.audio_encoder import log_mel
+from avlib.builders import audio_ctx, build_tiny_siglip, tiny_phi_config, tiny_siglip_config
 from avlib.config import ModelConfig, Params
 from avlib.datasets import DataError, load_media, read_corpus_split
 from avlib.media import load_clip
-from avlib.builders import audio_ctx, build_tiny_siglip, tiny_phi_config, tiny_siglip_config
 from avlib.model import SIGLIP_PREPROCESS
+from avlib.progress import progress_bar
 from avlib.template import END_OF_TURN, SYSTEM
 from avlib.train import lr_factor, seed_everything
 from avlib.vision_encoder import preprocess_frames
+
 
 def fit(module: nn.Module, cfg, seed: int, num_items: int, loss_of, desc: str, weight_decay: float) -> None:
     """The loop the miniature models share: random batches, AdamW, warm-up then cosine, clipping at 1.
@@ -52,7 +53,7 @@ def fit(module: nn.Module, cfg, seed: int, num_items: int, loss_of, desc: str, w
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup))
     generator = torch.Generator().manual_seed(seed)
     module.train()
-    bar = tqdm(range(cfg.steps), desc=desc)
+    bar = progress_bar(range(cfg.steps), desc=desc)
     for step in bar:
         index = torch.randint(num_items, (cfg.batch_size,), generator=generator)
         loss, shown = loss_of(index)
@@ -131,7 +132,7 @@ def _mels(items: list[dict], window_seconds: float, n_mels: int, desc: str) -> t
     """(N, M, F) log-mel of the first window of each item's audio."""
     window = round(window_seconds * synth.RATE)
     out = []
-    for item in tqdm(items, desc=desc, leave=False):
+    for item in progress_bar(items, desc=desc, leave=False):
         audio = load_clip(item["media"], num_frames=0, max_audio_seconds=window_seconds).audio
         audio = np.pad(audio[:window], (0, max(0, window - len(audio))))
         out.append(torch.from_numpy(audio))
@@ -264,7 +265,7 @@ def frame_captions(root: Path, split: str, frames_per_clip: int, size: int) -> t
     """Frames (N, S, S, 3) uint8 of the split's clips with captions saying what is where; train adds the image split."""
     clips = [f for f in json.loads((root / "clips.json").read_text()) if f["name"].startswith(split)]
     frames, captions = [], []
-    for f in tqdm(clips, desc=f"siglip: {split} frames", leave=False):
+    for f in progress_bar(clips, desc=f"siglip: {split} frames", leave=False):
         clip = load_clip(root / "clips" / f"{f['name']}.mp4", num_frames=frames_per_clip, frame_size=size)
         facts = synth.Facts(**{k: v for k, v in f.items() if k in {x.name for x in dataclasses.fields(synth.Facts)}})
         count = round(f["duration"] * clip.fps)

@@ -44,10 +44,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm  # text bars: a notebook without ipywidgets warns about tqdm.auto
 
 from avlib.config import LoraConfig, TrainingConfig
 from avlib.integrity import file_sha256, verify
+from avlib.progress import progress_bar
 from avlib.runtime import frozen_in_bf16
 from avlib.template import IGNORE_INDEX
 
@@ -307,7 +307,8 @@ def train(
     batches: list[list[int]] = []
     loss_value, started, samples = progress_at.get("loss", float("nan")), time.monotonic(), 0
     model.train()
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc=stage, disable=not (progress and accelerator.is_main_process))
+    bar = progress_bar(range(start_step, cfg.steps), show=progress and accelerator.is_main_process, initial=start_step, total=cfg.steps,
+                       desc=stage)
     for step in bar:
         if stop_after is not None and step >= stop_after:
             break
