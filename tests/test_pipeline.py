@@ -172,6 +172,16 @@ def test_the_stage_time_breakdown_reads_the_executed_notebooks(smoke_repo):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_the_feature_probes_read_the_pipelines_cache(smoke_repo):
+    out = sh(sys.executable, "benchmarks/feature_probes.py", "--steps", "20", cwd=smoke_repo).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| fact")]
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == ["shape", "color", "background", "direction", "word", "sound", "beeps",
+                                                            "speech_first"]
+    assert all(0.0 <= float(cell) <= 1.0 for r in rows for cell in r.strip("| ").split(" | ")[1:] if cell != "-")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_executed_notebooks_are_free_of_noise(smoke_repo):
     import re
 
