@@ -154,6 +154,7 @@ class TrainingConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     projector_lr: float = 0.0  # the projectors' own learning rate (Bunny's mm_projector_lr); 0: lr
+    audio_projector_lr: float = 0.0  # the audio projector's own learning rate; 0: projector_lr
     warmup: int = 50
     min_lr_ratio: float = 0.0  # the cosine decays to this fraction of lr
     weight_decay: float = 0.0
@@ -309,7 +310,7 @@ _AT_LEAST_ONE = {"steps", "batch_size", "grad_accum", "checkpoint_every", "log_e
                  "vocab_size", "whisper_text_ctx", "max_retries"}
 _AT_LEAST_ZERO = {"warmup", "max_windows", "max_length", "threads", "max_speech", "max_captions", "seed"}
 _POSITIVE = {"lr", "window_seconds", "max_grad_norm", "timeout"}
-_NOT_NEGATIVE = {"projector_lr", "weight_decay", "temperature", "aux_weight", "price_per_1k_prompt", "price_per_1k_completion"}
+_NOT_NEGATIVE = {"projector_lr", "audio_projector_lr", "weight_decay", "temperature", "aux_weight", "price_per_1k_prompt", "price_per_1k_completion"}
 _FRACTION = {"dropout", "min_lr_ratio"}
 
 

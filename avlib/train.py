@@ -280,10 +280,12 @@ def train(
         model.llm.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups: list = trainable
-    if cfg.projector_lr and cfg.projector_lr != cfg.lr:  # the projectors learn at their own rate (Bunny's mm_projector_lr)
-        projectors = {id(p) for n, p in model.named_parameters() if "projector" in n}
-        groups = [{"params": [p for p in trainable if id(p) not in projectors], "lr": cfg.lr},
-                  {"params": [p for p in trainable if id(p) in projectors], "lr": cfg.projector_lr}]
+    # The projectors may learn at their own rate (Bunny's mm_projector_lr), the audio projector at its own again.
+    rates = {"vision_projector": cfg.projector_lr or cfg.lr, "audio_projector": cfg.audio_projector_lr or cfg.projector_lr or cfg.lr}
+    if any(rate != cfg.lr for rate in rates.values()):
+        part_of = {id(p): n.split(".")[0] for n, p in model.named_parameters()}
+        groups = [{"params": [p for p in trainable if part_of[id(p)] not in rates], "lr": cfg.lr}]
+        groups += [{"params": [p for p in trainable if part_of[id(p)] == part], "lr": rate} for part, rate in rates.items()]
         groups = [g for g in groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup, cfg.min_lr_ratio))

@@ -147,8 +147,8 @@ answers = trained.answer(items, batch_size=params.evaluate.batch_size, max_new_t
 if words is not None:
     heard = np.array([w in a.lower().replace('"', " ").split() for w, a in zip(words, answers)])
     chance = 1 / len(set(words))
-    print(f"held-out test clips: the spoken word is in the transcription {heard.mean():.2f} of the time "
-          f"({heard.sum()} of {len(heard)}; chance {chance:.2f})")
+    print(f"held-out test clips: the spoken word is in the transcription {heard.mean():.1%} of the time "
+          f"({heard.sum()} of {len(heard)}; chance {chance:.0%})")
     for word, answer, ok in list(zip(words, answers, heard))[:6]:
         print(f"  said: {word!r:10} heard: {answer!r}{'' if ok else '   (missed)'}")
 else:
@@ -171,7 +171,7 @@ lines = [f"* The audio projector alone ({size:,} parameters; everything else fro
 if heard is not None:
     verdict = "hears" if heard.mean() > 2 * chance else "does not yet hear reliably"
     lines.append(f"* Through it the frozen LLM {verdict}: on {len(heard)} held-out clips it names the spoken word "
-                 f"{heard.mean():.0%} of the time, against {chance:.0%} by chance. The LLM never trained; only the projector did.")
+                 f"{heard.mean():.1%} of the time, against {chance:.0%} by chance. The LLM never trained; only the projector did.")
 lines.append("* Each stage saves only what it trained (`parts.json` lists it); the next stage loads those files by path.")
 display(Markdown("\n".join(lines)))
 

@@ -164,6 +164,16 @@ def test_the_projectors_can_learn_at_their_own_rate(make_model, samples, lora, t
     assert lora_b and max(p.abs().max().item() for p in lora_b) > 1e-4, "LoRA at lr 1e-2 moves"
 
 
+def test_the_audio_projector_can_learn_at_its_own_rate(make_model, samples, lora, tmp_path):
+    model = make_model()
+    cfg = TrainingConfig(steps=2, batch_size=3, lr=1e-12, projector_lr=1e-12, audio_projector_lr=1e-2, warmup=0, checkpoint_every=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(model, samples, "finetune", cfg, tmp_path / "run", lora=lora, progress=False)
+    moved = {n: (p - before[n]).abs().max().item() for n, p in model.named_parameters() if n in before}
+    assert min(v for n, v in moved.items() if n.startswith("audio_projector.")) > 1e-4, "the audio projector at 1e-2 moves"
+    assert max(v for n, v in moved.items() if n.startswith("vision_projector.")) < 1e-8, "the vision projector at 1e-12 barely does"
+
+
 def _logged_losses(out: Path) -> list[tuple[str, str]]:
     rows = (out / "dvclive" / "plots" / "metrics" / "loss.tsv").read_text().split("\n")[1:]
     return [tuple(r.split("\t")[:2]) for r in rows if r]  # step, loss
