@@ -194,7 +194,7 @@ def resume(folder: Path, run_id: str, model, optimizer, scheduler, say) -> dict:
     damaged = []
     for candidate in checkpoint_candidates(folder):
         try:
-            if json.loads((candidate / "progress.json").read_text()).get("run", run_id) != run_id:
+            if json.loads((candidate / "progress.json").read_text()).get("run") != run_id:  # none recorded: not provably this run
                 say(f"{candidate} was written by another run (its settings, code or starting point differ): starting afresh")
                 return {"step": 0}
             progress = load_checkpoint(candidate, model, optimizer, scheduler)

@@ -205,6 +205,10 @@ def test_checkpoints_kept_elsewhere_resume_only_the_run_that_wrote_them(tmp_path
     other = dataclasses.replace(cfg, lr=1e-3)
     train(helpers.make_model(), dataset, "finetune", other, tmp_path / "c", lora=helpers.LORA, progress=False, checkpoint_dir=state)
     assert "was written by another run" in capsys.readouterr().out
+    progress = json.loads((state / "progress.json").read_text())
+    (state / "progress.json").write_text(json.dumps({k: v for k, v in progress.items() if k != "run"}))  # as older code wrote them
+    train(helpers.make_model(), dataset, "finetune", other, tmp_path / "e", lora=helpers.LORA, progress=False, checkpoint_dir=state)
+    assert "was written by another run" in capsys.readouterr().out, "a checkpoint that names no run is not resumed"
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
