@@ -417,6 +417,9 @@ def score_benchmark(judge, predictions: dict[str, list[dict]], progress: bool = 
             if stats is not None:
                 bar.set_postfix(failed=stats.failures, cost=f"{stats.cost:.4f}", refresh=False)
         scores[criterion] = out
+        if stats is not None:  # one line per criterion, also where bars are off (an executed notebook)
+            print(f"judge {criterion}: {len(out)} items, {sum(s is None for s in out)} unscored; so far {stats.requests} requests, "
+                  f"{stats.cached} cached, ${stats.cost:.4f}", flush=True)
     return scores
 
 

@@ -312,3 +312,15 @@ def test_the_check_is_asked_once_per_cache_endpoint_and_model(tmp_path, monkeypa
         assert len(server.requests) == 1
         ChatJudge(server.url, "judge-model-2", tmp_path / "cache", api_key_env="AVG_TEST_KEY", timeout=0.3).check()
         assert len(server.requests) == 2, "another model is checked afresh"
+
+
+def test_each_criterion_reports_one_line_even_with_bars_off(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AVG_TEST_KEY", "sk-secret-123")
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # as in an executed notebook
+    generic = [{"video_name": "v", "Q": "q", "A": "a", "pred": "p"}] * 2
+    predictions = {"generic_qa": generic, "temporal_qa": generic,
+                   "consistency_qa": [{"video_name": "v", "Q1": "q", "Q2": "q2", "A": "a", "pred1": "p", "pred2": "p"}]}
+    with ChatServer() as server:
+        score_benchmark(_judge(server, tmp_path), predictions, progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("judge ")]
+    assert len(lines) == 5 and lines[0].startswith("judge correctness: 2 items, 0 unscored; so far 1 requests, 1 cached, $")
