@@ -113,6 +113,7 @@ class SiglipTraining:
     lr: float = 1e-3
     warmup: int = 100
     frames_per_clip: int = 4  # training frames taken from each training clip
+    aux_weight: float = 1.0  # auxiliary shape/colour/background/place classifiers on the per-frame mean of the feature block
 
 
 @dataclass

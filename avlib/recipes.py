@@ -14,6 +14,13 @@ Whisper recipe: the decoder's positional table is created uninitialised
 encoder's pooled output (spoken word, sound, beep count, order) make the
 encoder carry those facts in every frame, which survives the pooling to a few
 tokens that the AVLM applies.
+
+The SigLIP recipe does the same for what the video pooling keeps: classifiers on
+the per-frame mean of the feature block's patch tokens (shape, colour,
+background, where the shape is) and one per patch (which shape, if any, covers
+it). Trained on the contrastive loss alone, the trunk left the shape and its
+place to the final pooling head, which the AVLM prunes: the direction of motion
+could not be read from the frames' tokens.
 """
 
 from __future__ import annotations
@@ -261,23 +268,56 @@ def save_whisper(model: whisper.model.Whisper, path: Path) -> None:
 # -------------------------------------------------------------------- SigLIP
 
 
-def frame_captions(root: Path, split: str, frames_per_clip: int, size: int) -> tuple[torch.Tensor, list[str]]:
-    """Frames (N, S, S, 3) uint8 of the split's clips with captions saying what is where; train adds the image split."""
+PLACE_BINS = 4  # where the shape's centre is, across and down the frame, in quarters
+FRAME_HEADS = {"shape": len(synth.SHAPES), "color": len(synth.COLORS), "background": len(synth.BACKGROUNDS),
+               "column": PLACE_BINS, "row": PLACE_BINS}
+
+
+def _frame_labels(facts: synth.Facts, progress: float | None, size: int, patch: int) -> dict:
+    """What the auxiliary heads learn to read off one frame (-100: unknown, not scored).
+
+    "patches": per patch, 0 for background, 1 + the shape's index where the shape covers most of it.
+    """
+    grid = size // patch
+    labels = {"shape": synth.SHAPES.index(facts.shape), "color": list(synth.COLORS).index(facts.color),
+              "background": list(synth.BACKGROUNDS).index(facts.background), "column": -100, "row": -100,
+              "patches": np.full(grid * grid, -100)}
+    if progress is not None:
+        x, y = facts.center(progress)
+        labels["column"], labels["row"] = (min(int(v * PLACE_BINS), PLACE_BINS - 1) for v in (x, y))
+        mask = np.zeros((size, size, 3), np.uint8)
+        synth.draw_shape(mask, facts.shape, (1, 1, 1), x * size, y * size, facts.radius * size)
+        cover = mask[..., 0].reshape(grid, patch, grid, patch).mean(axis=(1, 3)).reshape(-1)
+        labels["patches"] = np.where(cover > 0.5, 1 + synth.SHAPES.index(facts.shape), 0)
+    return labels
+
+
+def frame_captions(root: Path, split: str, frames_per_clip: int, size: int, patch: int) -> tuple[torch.Tensor, list[str], dict]:
+    """Frames (N, S, S, 3) uint8 of the split's clips with captions saying what is where; train adds the image split.
+
+    Also returns the frames' labels for the auxiliary heads: {head: (N,) class ids}.
+    """
+    fields = {x.name for x in dataclasses.fields(synth.Facts)}
     clips = [f for f in json.loads((root / "clips.json").read_text()) if f["name"].startswith(split)]
-    frames, captions = [], []
+    frames, captions, labels = [], [], []
     for f in progress_bar(clips, desc=f"siglip: {split} frames", leave=False):
         clip = load_clip(root / "clips" / f"{f['name']}.mp4", num_frames=frames_per_clip, frame_size=size)
-        facts = synth.Facts(**{k: v for k, v in f.items() if k in {x.name for x in dataclasses.fields(synth.Facts)}})
+        facts = synth.Facts(**{k: v for k, v in f.items() if k in fields})
         count = round(f["duration"] * clip.fps)
         for image, shown_at in zip(clip.frames, clip.frame_times):
+            at = synth.progress(round(shown_at * clip.fps), count)
             frames.append(image)
-            captions.append(facts.scene(synth.progress(round(shown_at * clip.fps), count)))
+            captions.append(facts.scene(at))
+            labels.append(_frame_labels(facts, at, size, patch))
     if split == "train":
         for r in json.loads((root / "splits" / "image_captions.json").read_text()):
             image, _ = load_media(root / r["media"], 1, size)
             frames.append(image[0])
             captions.append(r["caption"])
-    return torch.from_numpy(np.stack(frames)), captions
+            facts = synth.Facts(r["id"], r["shape"], r["color"], r["background"], "left", 0.0, False)
+            labels.append(_frame_labels(facts, None, size, patch))
+    label_ids = {head: torch.tensor(np.stack([row[head] for row in labels])) for head in (*FRAME_HEADS, "patches")}
+    return torch.from_numpy(np.stack(frames)), captions, label_ids
 
 
 def _caption_ids(captions: list[str], tokenizer, context: int) -> torch.Tensor:
@@ -290,16 +330,59 @@ def _caption_ids(captions: list[str], tokenizer, context: int) -> torch.Tensor:
     return out
 
 
+class FrameHeads(nn.Module):
+    """For training only: classifiers on the mean over patches of one block's tokens (what a temporal token is).
+
+    They make the trunk carry each frame's shape, colours and where the shape is
+    in that mean, which Video-ChatGPT's pooling keeps (its per-frame tokens); the
+    contrastive loss alone leaves shape and place mostly to the final pooling head.
+    """
+
+    def __init__(self, trunk: nn.Module, layer: int):
+        super().__init__()
+        self.heads = nn.ModuleDict({name: nn.Linear(trunk.embed_dim, n) for name, n in FRAME_HEADS.items()})
+        self.patch_head = nn.Linear(trunk.embed_dim, 1 + len(synth.SHAPES))
+        self.tokens = None
+        self.hook = trunk.blocks[layer].register_forward_hook(lambda module, inputs, output: setattr(self, "tokens", output))
+
+    @property
+    def pooled(self) -> torch.Tensor:
+        return self.tokens.mean(dim=1)
+
+    def loss(self, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled = self.pooled
+        frame = sum(F.cross_entropy(self.heads[n](pooled), labels[n], ignore_index=-100) for n in FRAME_HEADS)
+        patches = F.cross_entropy(self.patch_head(self.tokens).flatten(0, 1), labels["patches"].flatten(), ignore_index=-100)
+        return frame + patches
+
+    @torch.no_grad()
+    def accuracy(self, clip, pixels: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Held-out accuracy of each head, over the frames whose label is known."""
+        logits = {n: [] for n in FRAME_HEADS}
+        for start in range(0, len(pixels), 256):
+            clip.encode_image(pixels[start : start + 256])
+            for n in FRAME_HEADS:
+                logits[n].append(self.heads[n](self.pooled))
+        out = {}
+        for n in FRAME_HEADS:
+            known = labels[n] != -100
+            out[n] = float((torch.cat(logits[n]).argmax(-1)[known] == labels[n][known]).float().mean())
+        return out
+
+
 def train_siglip(root: Path, params: Params, tokenizer, log=print):
     """Train a miniature SigLIP with the sigmoid loss; returns (model, its open_clip config, scores)."""
     cfg, model_cfg = params.foundation.siglip, params.model
     seed_everything(params.seed)
     size = model_cfg.tiny.image_size
-    images, captions = frame_captions(root, "train", cfg.frames_per_clip, size)
-    test_images, test_captions = frame_captions(root, "test", 1, size)
+    patch = model_cfg.tiny.patch_size
+    images, captions, labels = frame_captions(root, "train", cfg.frames_per_clip, size, patch)
+    test_images, test_captions, test_labels = frame_captions(root, "test", 1, size, patch)
     context = tiny_siglip_config(model_cfg)["text_cfg"]["context_length"]
     texts, test_texts = _caption_ids(captions, tokenizer, context), _caption_ids(test_captions, tokenizer, context)
     clip = build_tiny_siglip(model_cfg)
+    layer = model_cfg.vision.feature_layer % len(clip.visual.trunk.blocks)
+    heads = FrameHeads(clip.visual.trunk, layer)
     mean, std = (torch.tensor(SIGLIP_PREPROCESS[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
 
     def pixels(frames):
@@ -309,12 +392,16 @@ def train_siglip(root: Path, params: Params, tokenizer, log=print):
 
     def loss_of(index):
         loss = loss_fn(*clip(pixels(images[index]), texts[index]))
-        return loss, {"loss": loss.item()}
+        aux = heads.loss({n: v[index] for n, v in labels.items()})
+        return loss + cfg.aux_weight * aux, {"loss": loss.item(), "aux": aux.item()}
 
-    fit(clip, cfg, params.seed, len(images), loss_of, "siglip", weight_decay=0.05)
+    fit(nn.ModuleList([clip, heads]), cfg, params.seed, len(images), loss_of, "siglip", weight_decay=0.05)
     scores = evaluate_siglip(clip, pixels, test_images, test_captions, test_texts)
+    scores["frame_heads"] = heads.accuracy(clip, pixels(test_images), test_labels)
+    heads.hook.remove()
     log(f"siglip: test image->text recall@1 {scores['recall_at_1']:.3f} over {scores['candidates']} captions "
-        f"(chance {scores['chance_recall_at_1']:.3f})")
+        f"(chance {scores['chance_recall_at_1']:.3f}); per-frame heads on block {layer}: "
+        + ", ".join(f"{n} {a:.2f}" for n, a in scores["frame_heads"].items()))
     return clip, scores
 
 

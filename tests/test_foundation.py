@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -7,7 +8,7 @@ import whisper
 from transformers import AutoTokenizer, PhiForCausalLM
 
 from avlib import foundation as fd
-from avlib import recipes
+from avlib import recipes, synth
 from avlib.vision_encoder import register_open_clip_config
 
 
@@ -111,6 +112,46 @@ def test_siglip_recall_counts_exact_caption_matches():
     texts = torch.tensor([[0], [1], [2], [1]])
     scores = recipes.evaluate_siglip(Perfect(), lambda x: x, images, captions, texts)
     assert scores["recall_at_1"] == 1.0 and scores["candidates"] == 3
+
+
+def test_frame_labels_say_which_patches_the_shape_covers_and_where_it_is():
+    facts = synth.Facts("x", "square", "red", "navy", "right", 4.0, False, radius=0.2, lateral=0.5)
+    start, end = recipes._frame_labels(facts, 0.0, 64, 8), recipes._frame_labels(facts, 1.0, 64, 8)
+    assert (start["column"], start["row"], end["column"], end["row"]) == (0, 2, 3, 2), "left to right, mid-height"
+    square = 1 + synth.SHAPES.index("square")
+    grid = start["patches"].reshape(8, 8)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    synth.draw_shape(frame, "square", (255, 255, 255), *(v * 64 for v in facts.center(0.0)), 0.2 * 64)
+    covered = frame[..., 0].reshape(8, 8, 8, 8).mean(axis=(1, 3)) > 127
+    assert covered.sum() >= 4 and ((grid == square) == covered).all() and set(np.unique(grid)) == {0, square}
+    unplaced = recipes._frame_labels(facts, None, 64, 8)  # an image of the caption split: no place known
+    assert unplaced["column"] == unplaced["row"] == -100 and (unplaced["patches"] == -100).all()
+    assert unplaced["shape"] == synth.SHAPES.index("square") and unplaced["background"] == list(synth.BACKGROUNDS).index("navy")
+
+
+def test_frame_heads_read_the_feature_block_and_let_go_of_the_trunk(small_params):
+    clip = recipes.build_tiny_siglip(small_params.model)
+    trunk = clip.visual.trunk
+    seen = []
+    trunk.blocks[1].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    heads = recipes.FrameHeads(trunk, 1)
+    size = small_params.model.tiny.image_size
+    pixels = torch.randn(3, 3, size, size)
+    clip.encode_image(pixels)
+    assert torch.equal(heads.pooled, seen[-1].mean(dim=1)), "the per-frame mean of block 1, as a temporal token"
+    patches = trunk.patch_embed.num_patches
+    labels = {n: torch.zeros(3, dtype=torch.long) for n in recipes.FRAME_HEADS}
+    labels["patches"] = torch.full((3, patches), -100)
+    labels["patches"][:, 0] = 1
+    loss = heads.loss(labels)
+    loss.backward()
+    assert torch.isfinite(loss) and heads.patch_head.weight.grad.abs().sum() > 0 and trunk.blocks[0].mlp.fc1.weight.grad is not None
+    accuracy = heads.accuracy(clip, pixels, {n: torch.tensor([0, -100, 0]) for n in recipes.FRAME_HEADS})
+    assert set(accuracy) == set(recipes.FRAME_HEADS) and all(a in (0.0, 0.5, 1.0) for a in accuracy.values())
+    heads.hook.remove()
+    heads.tokens = None
+    clip.encode_image(pixels)
+    assert heads.tokens is None, "after training the trunk no longer feeds the heads"
 
 
 def test_a_corpus_of_another_profile_is_refused(small_corpus, small_params):
