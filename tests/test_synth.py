@@ -114,3 +114,19 @@ def test_clips_without_audio_answer_audio_questions_with_no_sound():
 def test_unknown_profile():
     with pytest.raises(ValueError, match="unknown corpus profile 'huge'"):
         synth.build("huge", "/tmp/never")
+
+
+def test_half_the_soundtracks_have_beeps_and_every_tiny_kind_has_200_test_items():
+    """Beep counts are tested on the tiny profile's test clips with a soundtrack and beeps (the rarest kind)."""
+    profile = synth.PROFILES["tiny"]
+    sounds, tested = [], 0
+    for index in range(profile.test_clips):
+        rng = synth.item_rng(0, "test", index)
+        has_audio = rng.random() >= profile.no_audio_fraction
+        facts = synth.sample_facts(f"test_{index:05d}", rng, profile, has_audio, has_audio and rng.random() < profile.long_fraction)
+        sounds.append(facts.sound)
+        tested += facts.has_audio and facts.sound == "beeps"
+    heard = [s for s in sounds if s]
+    assert abs(heard.count("beeps") / len(heard) - synth.BEEPS_SHARE) < 0.06
+    assert set(heard) == set(synth.SOUNDS), "every other sound still plays"
+    assert tested >= 200
