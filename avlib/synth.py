@@ -335,17 +335,22 @@ def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, sum(ord(c) << (8 * i) for i, c in enumerate(split[:6])), index])
 
 
+def clip_facts(seed: int, split: str, index: int, profile: Profile) -> tuple[Facts, np.random.Generator]:
+    """What clip `index` of `split` shows and plays, and its generator as drawing them left it (its soundtrack and
+    questions draw on from there)."""
+    rng = item_rng(seed, split, index)
+    has_audio = rng.random() >= profile.no_audio_fraction
+    long = has_audio and rng.random() < profile.long_fraction
+    return sample_facts(f"{split}_{index:05d}", rng, profile, has_audio, long), rng
+
+
 def make_clip(task: tuple) -> dict:
     """Render, write and describe one clip (runs in a worker process)."""
     seed, split, index, profile, out = task
-    rng = item_rng(seed, split, index)
-    name = f"{split}_{index:05d}"
-    has_audio = rng.random() >= profile.no_audio_fraction
-    long = has_audio and rng.random() < profile.long_fraction
-    facts = sample_facts(name, rng, profile, has_audio, long)
+    facts, rng = clip_facts(seed, split, index, profile)
     frames = render_frames(facts, profile)
-    audio = render_audio(facts, rng, profile) if has_audio else None
-    write_media(Path(out) / "clips" / f"{name}.mp4", frames, profile.fps, audio, RATE, keyframe_seconds=1.0)
+    audio = render_audio(facts, rng, profile) if facts.has_audio else None
+    write_media(Path(out) / "clips" / f"{facts.name}.mp4", frames, profile.fps, audio, RATE, keyframe_seconds=1.0)
     qa = questions(facts, rng)
     return {"facts": asdict(facts), "qa": [asdict(q) for q in qa], "description": describe(facts), "temporal": temporal(facts)}
 

@@ -121,9 +121,7 @@ def test_half_the_soundtracks_have_beeps_and_every_tiny_kind_has_200_test_items(
     profile = synth.PROFILES["tiny"]
     sounds, tested = [], 0
     for index in range(profile.test_clips):
-        rng = synth.item_rng(0, "test", index)
-        has_audio = rng.random() >= profile.no_audio_fraction
-        facts = synth.sample_facts(f"test_{index:05d}", rng, profile, has_audio, has_audio and rng.random() < profile.long_fraction)
+        facts, _ = synth.clip_facts(0, "test", index, profile)
         sounds.append(facts.sound)
         tested += facts.has_audio and facts.sound == "beeps"
     heard = [s for s in sounds if s]
