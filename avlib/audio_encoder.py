@@ -40,6 +40,13 @@ def log_mel(windows: torch.Tensor, n_mels: int) -> torch.Tensor:
     return (torch.maximum(log_spec, floor) + 4.0) / 4.0
 
 
+def first_window(audio: AudioInput, window_seconds: float) -> torch.Tensor:
+    """(S,) float32: the first `window_seconds` of a 16 kHz mono clip, zero-padded when shorter; silence for None."""
+    samples = round(window_seconds * SAMPLE_RATE)
+    audio = torch.zeros(0) if audio is None else torch.as_tensor(audio, dtype=torch.float32)[:samples]
+    return F.pad(audio, (0, samples - audio.shape[0]))
+
+
 class AudioEncoder(nn.Module):
     """Whisper encoder + adaptive average pooling to `num_audio_tokens` per window."""
 

@@ -39,7 +39,7 @@ from torch import nn
 from transformers import PhiForCausalLM
 
 from avlib import synth
-from avlib.audio_encoder import log_mel
+from avlib.audio_encoder import first_window, log_mel
 from avlib.builders import audio_ctx, build_tiny_siglip, tiny_phi_config, tiny_siglip_config
 from avlib.config import ModelConfig, Params
 from avlib.datasets import DataError, load_media, read_corpus_split
@@ -137,12 +137,8 @@ def audio_examples(root: Path, window_seconds: float, split: str) -> list[dict]:
 
 def _mels(items: list[dict], window_seconds: float, n_mels: int, desc: str) -> torch.Tensor:
     """(N, M, F) log-mel of the first window of each item's audio."""
-    window = round(window_seconds * synth.RATE)
-    out = []
-    for item in progress_bar(items, desc=desc, leave=False):
-        audio = load_clip(item["media"], num_frames=0, max_audio_seconds=window_seconds).audio
-        audio = np.pad(audio[:window], (0, max(0, window - len(audio))))
-        out.append(torch.from_numpy(audio))
+    out = [first_window(load_clip(item["media"], num_frames=0, max_audio_seconds=window_seconds).audio, window_seconds)
+           for item in progress_bar(items, desc=desc, leave=False)]
     mels = []
     for start in range(0, len(out), 256):
         mels.append(log_mel(torch.stack(out[start : start + 256]), n_mels))

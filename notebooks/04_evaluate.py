@@ -156,7 +156,7 @@ fig.tight_layout()
 # changes.
 
 # %%
-from avlib.audio_encoder import log_mel
+from avlib.audio_encoder import first_window, log_mel
 from avlib.datasets import read_qa_benchmark
 from avlib.evaluate import Neutral, ablate, feature_items
 from avlib.media import load_clip
@@ -179,14 +179,12 @@ for ablation, label in (("mute_audio", "AV, muted"), ("swap_audio", "AV, another
     heard[label] = models["av"].answer([changed[k] for k in chosen], max_new_tokens=params.evaluate.max_new_tokens)
 heard["twin"] = [vo[pool[k]]["pred"] for k in chosen]
 
-window = round(params.model.audio.window_seconds * 16000)
 fig, axes = plt.subplots(len(chosen), 2, figsize=(10, 2.2 * len(chosen)), gridspec_kw={"width_ratios": [2, 1]}, squeeze=False)
 for row, k in enumerate(chosen):
     clip = load_clip(examples[pool[k]].media, num_frames=params.model.vision.num_frames)
     axes[row, 0].imshow(np.concatenate(list(clip.frames), axis=1))
     axes[row, 0].set_title(examples[pool[k]].question, fontsize=9)
-    audio = clip.audio if clip.audio is not None else np.zeros(window, np.float32)
-    mel = log_mel(torch.from_numpy(np.pad(audio, (0, max(0, window - len(audio))))[:window])[None], params.model.audio.n_mels)[0]
+    mel = log_mel(first_window(clip.audio, params.model.audio.window_seconds)[None], params.model.audio.n_mels)[0]
     axes[row, 1].imshow(mel, origin="lower", aspect="auto", cmap="magma")
     axes[row, 1].set_ylabel("mel bin")
     axes[row, 1].set_xlabel("10 ms frames")

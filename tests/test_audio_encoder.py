@@ -3,7 +3,7 @@ import pytest
 import torch
 import whisper
 
-from avlib.audio_encoder import AudioEncoder, log_mel
+from avlib.audio_encoder import AudioEncoder, first_window, log_mel
 
 
 @pytest.fixture
@@ -24,6 +24,14 @@ def test_log_mel_is_independent_of_other_windows():
     alone = log_mel(quiet[None], 80)
     together = log_mel(torch.stack([quiet, loud]), 80)[:1]
     torch.testing.assert_close(alone, together)
+
+
+def test_first_window_is_cut_or_padded_with_silence_to_the_window():
+    audio = np.arange(1, 40001, dtype=np.float32)  # 2.5 s
+    assert torch.equal(first_window(audio, 2.0), torch.arange(1, 32001, dtype=torch.float32))
+    padded = first_window(audio[:8000], 1.0)
+    assert padded.shape == (16000,) and torch.equal(padded[:8000], torch.from_numpy(audio[:8000])) and not padded[8000:].any()
+    assert torch.equal(first_window(None, 0.5), torch.zeros(8000))
 
 
 @pytest.mark.parametrize(
