@@ -58,7 +58,7 @@ print(f"profile: {params.profile}, builder: {params.model.builder}")
 # segments, and the audio resampled to 16 kHz.
 
 # %%
-from avlib.audio_encoder import log_mel
+from avlib.audio_encoder import first_window, log_mel
 from avlib.datasets import read_corpus_split
 from avlib.media import load_clip
 
@@ -72,9 +72,7 @@ fig, axes = plt.subplots(2, 1, figsize=(10, 4.5))
 axes[0].imshow(np.concatenate(list(clip.frames), axis=1))
 axes[0].set_title("the sampled frames")
 axes[0].axis("off")
-window = round(params.model.audio.window_seconds * 16000)
-audio = clip.audio if clip.audio is not None else np.zeros(window, np.float32)  # a clip may have no audio track
-mel = log_mel(torch.from_numpy(np.pad(audio, (0, max(0, window - len(audio))))[:window])[None], params.model.audio.n_mels)[0]
+mel = log_mel(first_window(clip.audio, params.model.audio.window_seconds)[None], params.model.audio.n_mels)[0]  # silence if no track
 axes[1].imshow(mel, origin="lower", aspect="auto", cmap="magma")
 axes[1].set_title("the first audio window as Whisper hears it (log-mel)")
 axes[1].set_xlabel("10 ms frames")
@@ -99,6 +97,8 @@ else:
 # ## What they learned, against chance
 
 # %%
+from avlib.recipes import FRAME_HEADS
+
 scores = manifest.get("scores", {})
 if scores:
     rows = [
@@ -107,12 +107,16 @@ if scores:
         ("SigLIP", "image->text recall@1", scores["siglip"]["recall_at_1"], scores["siglip"]["chance_recall_at_1"]),
         ("Phi", "perplexity (lower is better)", scores["phi"]["perplexity"], scores["phi"]["chance_perplexity"]),
     ]
+    # What the training-only heads read off the mean of one frame's patch tokens: a temporal token's content
+    rows[3:3] = [("SigLIP", f"frame mean -> {head}", accuracy, 1 / FRAME_HEADS[head])
+                 for head, accuracy in scores["siglip"].get("frame_heads", {}).items()]
     for model, metric, value, chance in rows:
         print(f"{model:8s} {metric:36s} {value:8.3f}   chance: {chance:.3f}")
     for example in scores["whisper"]["examples"][:3]:
         print("heard:", example["hypothesis"], "| said:", example["reference"])
 Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
 flat = {f"{m}.{k}": v for m, values in scores.items() for k, v in values.items() if isinstance(v, (int, float))}
+flat |= {f"siglip.frame_heads.{head}": v for head, v in scores.get("siglip", {}).get("frame_heads", {}).items()}
 Path(metrics_file).write_text(json.dumps(flat or manifest.get("shapes", {}), indent=1) + "\n")
 print(f"metrics written to {metrics_file}")
 
