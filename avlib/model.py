@@ -147,10 +147,20 @@ class AVLM(nn.Module):
         video_features: list,
         audio_features: list,
         labels: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ):
-        """Causal-LM output; `.loss` is the mean over supervised (answer) tokens when labels are given."""
+        """Causal-LM output; `.loss` is the mean over supervised (answer) tokens when labels are given.
+
+        With `logits_at`, a (B, L) bool mask, only the (N, vocab) logits of those positions, in row order: training
+        needs them where the next token is supervised, a few in a hundred, and the LM head over every position of
+        the media is most of the memory and a fifth of the compute of a small LLM's step.
+        """
         embeds = self.embed(input_ids, video_features, audio_features)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        if logits_at is None:
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        llm = self.llm.get_base_model() if self.has_lora else self.llm
+        hidden = llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        return llm.get_output_embeddings()(hidden[logits_at.to(hidden.device)])
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 32, temperature: float = 0.0) -> list[str]:

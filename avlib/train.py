@@ -99,11 +99,9 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over supervised positions, and their count."""
-    shifted, targets = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
-    loss = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, int((targets != IGNORE_INDEX).sum())
+def predicting(labels: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the positions whose next token is supervised, where the loss needs logits."""
+    return F.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1), value=False)
 
 
 def _rng_state() -> dict:
@@ -154,11 +152,16 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, extra:
     os.replace(tmp, folder)
 
 
+def _log_row(live, row: dict) -> None:
+    """One logged row of the run's metrics into dvclive, at its step."""
+    live.step = row["step"]
+    for name in LOGGED:
+        live.log_metric(name, row[name])
+
+
 def find_checkpoint(folder: Path) -> Path | None:
     """The newest checkpoint whose progress.json was written: the folder itself, else the one before it."""
-    for candidate in checkpoint_candidates(folder):
-        return candidate
-    return None
+    return next(iter(checkpoint_candidates(folder)), None)
 
 
 def checkpoint_candidates(folder: Path) -> list[Path]:
@@ -300,9 +303,7 @@ def train(
         # The logs start afresh and replay the checkpoint's history: complete even where DVC deleted the old ones.
         live = Live(dir=str(out / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=None, report=None)
         for row in history:
-            live.step = row["step"]
-            for name in LOGGED:
-                live.log_metric(name, row[name])
+            _log_row(live, row)
         live.step = start_step
     local = cfg.batch_size // world
     micro = local // cfg.grad_accum
@@ -325,12 +326,15 @@ def train(
         for k, part in enumerate(parts):
             sync = accelerator.no_sync(wrapped) if k < len(parts) - 1 else contextlib.nullcontext()
             with sync, accelerator.autocast():
-                output = wrapped(
+                at = predicting(part["labels"])
+                logits = wrapped(
                     part["input_ids"].to(accelerator.device), part["attention_mask"].to(accelerator.device),
                     [None if f is None else f.to(accelerator.device) for f in part["video_features"]],
                     [None if f is None else f.to(accelerator.device) for f in part["audio_features"]],
+                    logits_at=at,
                 )
-                summed, _ = token_loss_sum(output.logits, part["labels"])
+                targets = part["labels"][:, 1:][at[:, :-1]].to(logits.device)
+                summed = F.cross_entropy(logits.float(), targets, reduction="sum")
                 # DDP averages gradients over processes: scale so the result is d(global mean)/dθ.
                 loss = summed * world / max(total_count, 1)
                 accelerator.backward(loss)
@@ -354,9 +358,7 @@ def train(
                    "samples_per_second": samples / max(elapsed, 1e-9)}
             history.append(row)
             if live is not None:
-                live.step = row["step"]
-                for name in LOGGED:
-                    live.log_metric(name, row[name])
+                _log_row(live, row)
             bar.set_postfix(loss=f"{loss_value:.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             accelerator.wait_for_everyone()

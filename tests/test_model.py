@@ -57,6 +57,27 @@ def test_loss_ignores_prompt_and_media_positions(make_model, samples):
     torch.testing.assert_close(out.loss, expected)
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_logits_at_gives_the_full_logits_of_the_supervised_positions(make_model, samples, lora):
+    from avlib.config import LoraConfig
+    from avlib.train import predicting
+
+    model = make_model()
+    if lora:
+        model.configure_training("finetune", LoraConfig(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "fc1"]))
+        for name, p in model.named_parameters():  # LoRA's B starts at zero: move it so the adapters change the output
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.5)
+    model.eval()
+    batch = model.collate(samples)
+    at = predicting(batch["labels"])
+    assert torch.equal(at[:, :-1], batch["labels"][:, 1:] != IGNORE_INDEX) and not at[:, -1].any()
+    full = run(model, batch).logits
+    some = model(batch["input_ids"], batch["attention_mask"], batch["video_features"], batch["audio_features"], logits_at=at)
+    assert some.shape == (int(at.sum()), model.llm.config.vocab_size)
+    torch.testing.assert_close(some, full[at])
+
+
 def test_vision_only_twin_differs_only_in_audio(make_model, samples):
     av, vo = make_model(seed=3), make_model(seed=3, use_audio=False)
     for (name, a), (_, b) in zip(av.state_dict().items(), vo.state_dict().items()):
