@@ -1,4 +1,4 @@
-"""Benchmark: one finetuning step of the tiny AVLM at batch 8 (params.yaml's tiny model).
+"""Benchmark: one finetuning step of the tiny AVLM (params.yaml's tiny model).
 
 Prints seconds per step, samples/s and peak memory, side by side: a step from cached
 features as `avlib.train` takes it (LM-head logits only where the next token is
@@ -6,7 +6,12 @@ supervised), the same step with logits at every position (the model's `.loss`),
 and a step that also runs the frozen encoders on already decoded media.
 
     python benchmarks/train_step.py [--steps 20] [--batch 8] [--device cpu] [--cpu-kernels avx2|native]
+    python benchmarks/train_step.py --run [--batch 32]   # after `make repro`
 
+By default the model is built fresh, with a tokenizer of a few words and random
+media. With --run it is the pipeline's: stage 1's models and vocabulary, stage 2's
+projectors, and the finetuning questions with their cached features, so the LM
+head has the study's width (no raw-media step there: the media are not decoded).
 The CPU kernels and threads are params.yaml's `runtime` unless --cpu-kernels says otherwise.
 """
 
@@ -23,19 +28,45 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avlib.config import load_params
 from avlib.builders import build_model
+from avlib.config import load_params
 from avlib.runtime import configure
 from avlib.tokenizer import train_tokenizer
 from avlib.train import predicting
 
 WORDS = "the a red blue green circle square triangle moves left right up down says beep siren knock chime hum".split()
+MODES = {"cached": "from cached features (as training runs it)", "all logits": "the same, logits at every position",
+         "raw": "from raw media (encoders run)"}
+
+
+def fresh_model(params, batch: int, rng):
+    """A model built from params with a toy tokenizer, and random media and questions for one batch."""
+    cfg = params.model
+    tokenizer = train_tokenizer([" ".join(rng.choice(WORDS, 8)) for _ in range(2000)], cfg.tiny.vocab_size)
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer)
+    size = cfg.tiny.image_size
+    videos = [rng.integers(0, 256, (cfg.vision.num_frames, size, size, 3), dtype=np.uint8) for _ in range(batch)]
+    audios = [rng.standard_normal(int(cfg.audio.window_seconds * 16000)).astype(np.float32) * 0.1 for _ in range(batch)]
+    questions = [(" ".join(rng.choice(WORDS, 12)), " ".join(rng.choice(WORDS, 6))) for _ in range(batch)]
+    return model, videos, audios, questions
+
+
+def run_batches(params, batch: int, count: int):
+    """The pipeline's model after stage 2 and `count` batches of the finetuning questions with cached features."""
+    from avlib.features import FeatureDataset
+    from avlib.stages import load_trained_model, open_cache, pretrained_parts, stage_examples
+
+    model = load_trained_model(params, "checkpoints/foundation", pretrained_parts(params, "runs/pretrain"))
+    dataset = FeatureDataset(stage_examples("data", "finetune", params), open_cache(params, model, "data", "features"))
+    return model, [model.collate([dataset[i] for i in range(k * batch, (k + 1) * batch)]) for k in range(count)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--run", action="store_true", help="the pipeline's model and finetuning data (needs make repro)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cpu-kernels", choices=("avx2", "native"), help="default: params.yaml's runtime.cpu_kernels")
     args = parser.parse_args()
@@ -44,28 +75,26 @@ def main() -> None:
     if args.cpu_kernels:
         params.runtime.cpu_kernels = args.cpu_kernels
     configure(params.runtime)
-    cfg = params.model
     rng = np.random.default_rng(0)
-    texts = [" ".join(rng.choice(WORDS, 8)) for _ in range(2000)]
-    tokenizer = train_tokenizer(texts, cfg.tiny.vocab_size)
-    torch.manual_seed(0)
-    model = build_model(cfg, tokenizer).to(args.device)
+    if args.run:
+        model, batches = run_batches(params, args.batch, args.steps)
+        modes = {m: MODES[m] for m in ("cached", "all logits")}
+    else:
+        model, videos, audios, questions = fresh_model(params, args.batch, rng)
+        modes = MODES
+    model = model.to(args.device)
     model.configure_training("finetune", params.finetune.lora)
+    model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    if not args.run:
+        cached = model.encode_media(videos, audios)
 
-    size = cfg.tiny.image_size
-    videos = [rng.integers(0, 256, (cfg.vision.num_frames, size, size, 3), dtype=np.uint8) for _ in range(args.batch)]
-    audios = [rng.standard_normal(int(cfg.audio.window_seconds * 16000)).astype(np.float32) * 0.1 for _ in range(args.batch)]
-    questions = [(" ".join(rng.choice(WORDS, 12)), " ".join(rng.choice(WORDS, 6))) for _ in range(args.batch)]
+        def collated(from_raw: bool) -> dict:
+            features = model.encode_media(videos, audios) if from_raw else cached
+            return model.collate([{"question": q, "answer": a, "video_features": v, "audio_features": au}
+                                  for (q, a), v, au in zip(questions, *features)])
 
-    def step(mode: str, features) -> None:
-        if mode == "raw":
-            features = model.encode_media(videos, audios)
-        samples = [
-            {"question": q, "answer": a, "video_features": v, "audio_features": au}
-            for (q, a), v, au in zip(questions, *features)
-        ]
-        batch = model.collate(samples)
+    def step(mode: str, batch: dict) -> None:
         inputs = (batch["input_ids"].to(args.device), batch["attention_mask"].to(args.device),
                   batch["video_features"], batch["audio_features"])
         if mode == "all logits":
@@ -78,22 +107,20 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    cached = model.encode_media(videos, audios)
-    model.train()
-    tokens = model.collate([{"question": q, "answer": a, "video_features": v, "audio_features": au}
-                            for (q, a), v, au in zip(questions, *cached)])["input_ids"].shape
-    print(f"device {args.device}, batch {args.batch}, sequence length {tokens[1]}, torch threads {torch.get_num_threads()}, "
-          f"CPU kernels {torch.backends.cpu.get_cpu_capability()}")
-    modes = {"cached": "from cached features (as training runs it)", "all logits": "the same, logits at every position",
-             "raw": "from raw media (encoders run)"}
+    def batch_of(mode: str, k: int) -> dict:
+        return batches[k] if args.run else collated(mode == "raw")
+
+    shape = batch_of("cached", 0)["input_ids"].shape
+    print(f"device {args.device}, batch {args.batch}, sequence length {shape[1]}, vocabulary {model.llm.config.vocab_size}, "
+          f"torch threads {torch.get_num_threads()}, CPU kernels {torch.backends.cpu.get_cpu_capability()}")
     results = {}
     for mode in [*modes, *modes]:  # interleaved, so drift hits all alike
-        step(mode, cached)  # warm-up
+        step(mode, batch_of(mode, 0))  # warm-up
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for _ in range(args.steps):
-            step(mode, cached)
+        for k in range(args.steps):
+            step(mode, batch_of(mode, k))
         if args.device == "cuda":
             torch.cuda.synchronize()
         results.setdefault(mode, []).append((time.perf_counter() - start) / args.steps)
@@ -101,7 +128,8 @@ def main() -> None:
     for mode, label in modes.items():
         print(f"step {label}: {best[mode]:.3f} s/step, {args.batch / best[mode]:.1f} samples/s")
     print(f"ratio all logits / cached: {best['all logits'] / best['cached']:.2f}x")
-    print(f"ratio raw / cached: {best['raw'] / best['cached']:.2f}x")
+    if "raw" in best:
+        print(f"ratio raw / cached: {best['raw'] / best['cached']:.2f}x")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory: {peak_rss:.0f} MiB resident (process)")
     if args.device == "cuda":

@@ -52,3 +52,9 @@ def test_a_feature_probe_tells_a_separable_fact_and_not_noise():
     assert probes.probe(x[:300], fact[:300], x[300:], fact[300:], steps=200) > 0.95
     noise = ["a" if v else "b" for v in torch.randint(0, 2, (400,), generator=g).tolist()]
     assert probes.probe(x[:300], noise[:300], x[300:], noise[300:], steps=200) < 0.7
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_prints_its_ratios():
+    out = run(BENCHMARKS / "train_step.py", "--steps", "1", "--batch", "2")
+    assert "ratio all logits / cached:" in out and "ratio raw / cached:" in out and "vocabulary" in out
