@@ -1,0 +1,104 @@
+"""Linear probes: what the cached features carry, fact by fact, before the LLM reads them.
+
+The study's per-kind accuracy mixes two questions: does a fact survive the frozen
+encoders and their pooling, and does the LLM learn to read it? A linear
+classifier trained on the training clips' cached features and scored on the
+test clips' answers the first. A fact that no view tells apart better than
+chance is lost before the LLM; a fact a view tells well but the models answer
+poorly is the LLM's (or the projector's) to learn.
+
+The views of one clip's features, as the LLM receives them:
+
+    video: temporal  the T per-frame tokens (patches averaged), concatenated in order
+           spatial   the P per-patch tokens (frames averaged), concatenated
+           mean      the mean of all T + P tokens
+    audio: tokens    the first window's tokens, concatenated in order
+           mean      their mean
+
+Needs the synthetic corpus: its clips.json holds each clip's facts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from avlib.features import FeatureCache
+
+VIDEO_FACTS = ("shape", "color", "background", "direction")
+AUDIO_FACTS = ("word", "sound", "beeps", "speech_first")
+VIEWS = ("video: temporal", "video: spatial", "video: mean", "audio: tokens", "audio: mean")
+KIND_FACTS = {"shape": "shape", "color": "color", "background": "background", "direction": "direction",
+              "word": "word", "sound": "sound", "count": "beeps", "order": "speech_first"}  # audio-aware kind -> fact
+
+
+def views(video: torch.Tensor | None, audio: torch.Tensor | None, frames: int, tokens_per_window: int) -> dict[str, torch.Tensor]:
+    """The probed views of one clip's cached features (a view is absent where its modality is)."""
+    out = {}
+    if video is not None:
+        out["video: temporal"] = video[:frames].flatten()
+        out["video: spatial"] = video[frames:].flatten()
+        out["video: mean"] = video.mean(dim=0)
+    if audio is not None:
+        out["audio: tokens"] = audio[:tokens_per_window].flatten()
+        out["audio: mean"] = audio[:tokens_per_window].mean(dim=0)
+    return out
+
+
+def probe(train_x: torch.Tensor, train_y: list, test_x: torch.Tensor, test_y: list, steps: int, seed: int = 0) -> float:
+    """Test accuracy of a softmax regression (standardised inputs, weight decay) trained full-batch with Adam."""
+    labels = sorted(set(train_y) | set(test_y), key=str)
+    index = {label: i for i, label in enumerate(labels)}
+    ytr = torch.tensor([index[y] for y in train_y])
+    yte = torch.tensor([index[y] for y in test_y])
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0) + 1e-6
+    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(xtr.shape[1], len(labels))
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(layer(xtr), ytr).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((layer(xte).argmax(dim=1) == yte).float().mean())
+
+
+def clip_views(data_root: str | Path, cache: FeatureCache, frames: int, tokens_per_window: int) -> dict[str, list]:
+    """{"train": [(facts, views)], "test": [...]}: every clip of the synthetic corpus with its features' views."""
+    path = Path(data_root) / "clips.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; the probes need the synthetic corpus's clip facts (python -m avlib.synth)")
+    entries = cache.entries()
+    rows = {"train": [], "test": []}
+    for clip in json.loads(path.read_text()):
+        split = clip["name"].split("_")[0]
+        if split not in rows:
+            continue
+        entry = entries.get(f"clips/{clip['name']}.mp4")
+        if entry is None:
+            raise KeyError(f"clips/{clip['name']}.mp4 has no cached features in {cache.folder}; run the extraction")
+        rows[split].append((clip, views(*cache.load(entry), frames, tokens_per_window)))
+    return rows
+
+
+def probe_fact(rows: dict[str, list], fact: str, view: str, steps: int = 300, seed: int = 0) -> dict | None:
+    """{"accuracy", "chance", "train", "test"} of one fact from one view, or None where no clip has both.
+
+    A fact of what is seen applies to every clip, one of what is heard to clips with a soundtrack;
+    chance is the test share of the training set's most frequent label.
+    """
+    applies = {split: [(clip[fact], v[view]) for clip, v in rows[split]
+                       if clip.get(fact) is not None and view in v and (fact in VIDEO_FACTS or clip["has_audio"])]
+               for split in rows}
+    if not applies["train"] or not applies["test"]:
+        return None
+    majority = Counter(y for y, _ in applies["train"]).most_common(1)[0][0]
+    train_y, train_x = zip(*applies["train"])
+    test_y, test_x = zip(*applies["test"])
+    accuracy = probe(torch.stack(train_x).float(), list(train_y), torch.stack(test_x).float(), list(test_y), steps, seed)
+    return {"accuracy": accuracy, "chance": sum(y == majority for y in test_y) / len(test_y),
+            "train": len(train_y), "test": len(test_y)}

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+
+from avlib.probes import clip_views, probe, probe_fact, views
+
+
+def test_views_slice_the_tokens_the_llm_receives():
+    video = torch.arange(6 * 2, dtype=torch.float32).view(6, 2)  # 2 frames + 4 patches, width 2
+    audio = torch.ones(5, 2)  # 4 tokens per window, then a second window's first
+    v = views(video, audio, frames=2, tokens_per_window=4)
+    assert torch.equal(v["video: temporal"], video[:2].flatten()) and torch.equal(v["video: spatial"], video[2:].flatten())
+    assert torch.equal(v["video: mean"], video.mean(0)) and v["audio: tokens"].shape == (8,)
+    assert set(views(video, None, 2, 4)) == {"video: temporal", "video: spatial", "video: mean"}
+
+
+def test_probe_reads_a_linear_fact_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    sign = torch.randint(0, 2, (400,), generator=g) * 2 - 1
+    x = torch.randn(400, 16, generator=g)
+    x[:, 3] += 3 * sign  # a fact written along one direction of the features, among noise
+    y = ["a" if s > 0 else "b" for s in sign.tolist()]
+    assert probe(x[:300], y[:300], x[300:], y[300:], steps=200) > 0.95
+    noise = ["a" if v > 0 else "b" for v in torch.randn(400, generator=g).tolist()]
+    assert probe(x[:300], noise[:300], x[300:], noise[300:], steps=200) < 0.7
+
+
+def _clip(i: int, split: str, has_audio: bool) -> dict:
+    return {"name": f"{split}_{i:05d}", "direction": ("left", "right")[i % 2], "word": ("apple", "river")[i // 2 % 2] if has_audio else None,
+            "has_audio": has_audio}
+
+
+def test_probe_fact_finds_where_a_fact_is_and_counts_only_clips_it_applies_to():
+    rows = {}
+    for split, n in (("train", 80), ("test", 40)):
+        rows[split] = []
+        for i in range(n):
+            clip = _clip(i, split, has_audio=i % 5 != 0)
+            sign = 1.0 if clip["direction"] == "right" else -1.0
+            video = torch.randn(6, 4) * 0.1
+            video[:2, 0] += torch.tensor([-sign, sign])  # the temporal tokens carry the direction, in order
+            audio = torch.randn(4, 4) if clip["has_audio"] else None
+            rows[split].append((clip, views(video, audio, frames=2, tokens_per_window=4)))
+    temporal = probe_fact(rows, "direction", "video: temporal", steps=200)
+    assert temporal["accuracy"] == 1.0 and temporal["test"] == 40 and temporal["chance"] == 0.5
+    assert probe_fact(rows, "direction", "video: mean", steps=200)["accuracy"] < 0.8  # the mean over time cancels it
+    heard = probe_fact(rows, "word", "audio: tokens", steps=200)
+    assert heard["train"] == 64 and heard["test"] == 32  # clips without a soundtrack have no word to probe
+    assert probe_fact({"train": rows["train"], "test": []}, "direction", "video: temporal") is None
+
+
+def test_clip_views_names_what_is_missing(tmp_path):
+    class NoEntries:  # a cache with nothing extracted
+        folder = tmp_path / "features" / "key"
+
+        def entries(self):
+            return {}
+
+    with pytest.raises(FileNotFoundError, match="clips.json: missing; the probes need the synthetic corpus"):
+        clip_views(tmp_path, NoEntries(), 2, 4)
+    (tmp_path / "clips.json").write_text(json.dumps([_clip(0, "train", True)]))
+    with pytest.raises(KeyError, match="clips/train_00000.mp4 has no cached features"):
+        clip_views(tmp_path, NoEntries(), 2, 4)
