@@ -252,6 +252,36 @@ if "video_chatgpt" in metrics:
     display(criteria_table.round(2))
 
 # %% [markdown]
+# ### 6. Lost in the features, or in the LLM?
+#
+# A kind the models answer poorly has lost its fact somewhere: in the frozen encoders and the
+# pooling, or in the LLM that reads their tokens. A **linear probe** tells which. It is a single
+# linear layer trained on the training clips' cached features to name the fact, and scored on the
+# test clips: if even it reads the fact, the information reaches the LLM, and what is missing is
+# the LLM's reading of it. Each fact is probed from the tokens the LLM receives: a video fact from
+# the T per-frame (temporal) tokens in order and from the P per-patch (spatial) tokens, an audio
+# fact from the first window's audio tokens; the better view is shown. `python
+# benchmarks/feature_probes.py` prints every view, the mean-pooled ones too.
+
+# %%
+from avlib.probes import KIND_FACTS, VIDEO_FACTS, clip_views, probe_fact
+
+lost = None
+if (Path(data_dir) / "clips.json").is_file():  # the synthetic corpus: every clip's facts are known
+    clip_rows = clip_views(data_dir, cache, params.model.vision.num_frames, params.model.audio.num_audio_tokens)
+    probed = {}
+    for kind, fact in KIND_FACTS.items():
+        tried = ("video: temporal", "video: spatial") if fact in VIDEO_FACTS else ("audio: tokens",)
+        found = {view: r for view in tried if (r := probe_fact(clip_rows, fact, view, seed=params.seed))}
+        if found and kind in kinds.index:
+            view, best = max(found.items(), key=lambda item: item[1]["accuracy"])
+            probed[kind] = {"chance": best["chance"], "probe": best["accuracy"], "best view": view}
+    lost = pd.DataFrame.from_dict(probed, orient="index").join(kinds[["audio-visual model", "vision-only twin"]])
+    display(lost.round(2))
+else:
+    print(f"{data_dir}/clips.json is missing: the probes need the synthetic corpus's clip facts")
+
+# %% [markdown]
 # ## Summary
 #
 # Computed from this run:
@@ -279,6 +309,16 @@ at_prior = [k for k in kinds.index if pd.notna(kinds.loc[k, "answer prior"]) and
 if at_prior:
     lines.append(f"* Kinds where the AV model does no better than its answer prior (+0.05): {', '.join(at_prior)}: what they ask "
                  "did not reach the answer from the clip.")
+if lost is not None:
+    unread = [k for k in lost.index if lost.loc[k, "probe"] >= 0.9 and lost.loc[k, "audio-visual model"] < 0.7]
+    partial = [k for k in lost.index if lost.loc[k, "probe"] < 0.9 and lost.loc[k, "audio-visual model"] < 0.7]
+    if unread:
+        lines.append("* The features carry " + ", ".join(f"{k} (probe {lost.loc[k, 'probe']:.2f}, AV model {lost.loc[k, 'audio-visual model']:.2f})"
+                                                     for k in unread) + ": lost in the LLM, which has yet to learn to read them.")
+    if partial:
+        lines.append("* The features carry only part of " + ", ".join(f"{k} (probe {lost.loc[k, 'probe']:.2f}, chance {lost.loc[k, 'chance']:.2f}, "
+                                                                    f"AV model {lost.loc[k, 'audio-visual model']:.2f})" for k in partial)
+                     + ": lost partly before the LLM.")
 if {"audio", "visual"} <= set(shares.index):
     lines.append(f"* The audio slots carry {shares.loc['audio', 'audio']:.0%} of the gradient x input on audio questions and "
                  f"{shares.loc['visual', 'audio']:.0%} on visual ones.")
@@ -299,3 +339,6 @@ display(Markdown("\n".join(lines)))
 # 4. Switch `evaluate.judge` to `chat` against any OpenAI-compatible server you can run locally
 #    (the tests use a loopback one), rerun this stage, and compare the criteria with the reference
 #    judge's: `python -m avlib.judge agree` takes the two `video_chatgpt_scores.json` files.
+# 5. `python benchmarks/feature_probes.py` probes the mean of all video tokens too. Compare it with
+#    the temporal tokens for the direction of motion: why does averaging over the frames lose the
+#    direction but keep the colour? Which of the two views does Video-ChatGPT's pooling give the LLM?
