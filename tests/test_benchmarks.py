@@ -38,22 +38,6 @@ def test_cpu_kernels_benchmark_prints_its_ratio():
     assert "avx2 / native, cached features:" in out and "(AVX2)" in out
 
 
-def test_a_feature_probe_tells_a_separable_fact_and_not_noise():
-    import importlib.util
-
-    import torch
-
-    spec = importlib.util.spec_from_file_location("feature_probes", BENCHMARKS / "feature_probes.py")
-    probes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probes)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(400, 16, generator=g)
-    fact = ["left" if v > 0 else "right" for v in x[:, 3].tolist()]
-    assert probes.probe(x[:300], fact[:300], x[300:], fact[300:], steps=200) > 0.95
-    noise = ["a" if v else "b" for v in torch.randint(0, 2, (400,), generator=g).tolist()]
-    assert probes.probe(x[:300], noise[:300], x[300:], noise[300:], steps=200) < 0.7
-
-
 @pytest.mark.slow
 def test_train_step_benchmark_prints_its_ratios():
     out = run(BENCHMARKS / "train_step.py", "--steps", "1", "--batch", "2")
