@@ -151,9 +151,9 @@ class AVLM(nn.Module):
     ):
         """Causal-LM output; `.loss` is the mean over supervised (answer) tokens when labels are given.
 
-        With `logits_at`, a (B, L) bool mask, only the (N, vocab) logits of those positions, in row order: training
-        needs them where the next token is supervised, a few in a hundred, and the LM head over every position of
-        the media is most of the memory and a fifth of the compute of a small LLM's step.
+        With `logits_at`, a (B, L) bool mask, only the (N, vocab) logits of those positions, in row order. Training
+        needs them only where the next token is supervised, a few positions in a hundred; at every position, media
+        included, the logits of a large vocabulary are most of a step's activation memory.
         """
         embeds = self.embed(input_ids, video_features, audio_features)
         if logits_at is None:

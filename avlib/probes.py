@@ -85,14 +85,21 @@ def clip_views(data_root: str | Path, cache: FeatureCache, frames: int, tokens_p
     return rows
 
 
+def applies_to(fact: str, clip: dict) -> bool:
+    """Whether a clip has this fact to tell."""
+    if fact in VIDEO_FACTS:
+        return True
+    return bool(clip["has_audio"]) and (fact != "beeps" or clip.get("sound") == "beeps")
+
+
 def probe_fact(rows: dict[str, list], fact: str, view: str, steps: int = 300, seed: int = 0) -> dict | None:
     """{"accuracy", "chance", "train", "test"} of one fact from one view, or None where no clip has both.
 
-    A fact of what is seen applies to every clip, one of what is heard to clips with a soundtrack;
-    chance is the test share of the training set's most frequent label.
+    A fact of what is seen applies to every clip, one of what is heard to clips with a soundtrack, the beep count
+    to clips with beeps (as its question is asked); chance is the test share of the training set's most frequent label.
     """
     applies = {split: [(clip[fact], v[view]) for clip, v in rows[split]
-                       if clip.get(fact) is not None and view in v and (fact in VIDEO_FACTS or clip["has_audio"])]
+                       if clip.get(fact) is not None and view in v and applies_to(fact, clip)]
                for split in rows}
     if not applies["train"] or not applies["test"]:
         return None

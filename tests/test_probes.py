@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from avlib.probes import clip_views, probe, probe_fact, views
+from avlib.probes import applies_to, clip_views, probe, probe_fact, views
 
 
 def test_views_slice_the_tokens_the_llm_receives():
@@ -48,6 +48,13 @@ def test_probe_fact_finds_where_a_fact_is_and_counts_only_clips_it_applies_to():
     heard = probe_fact(rows, "word", "audio: tokens", steps=200)
     assert heard["train"] == 64 and heard["test"] == 32  # clips without a soundtrack have no word to probe
     assert probe_fact({"train": rows["train"], "test": []}, "direction", "video: temporal") is None
+
+
+def test_the_beep_count_applies_to_clips_with_beeps_only():
+    beeping = {"has_audio": True, "sound": "beeps", "beeps": 2}
+    assert applies_to("beeps", beeping) and applies_to("word", beeping)
+    assert not applies_to("beeps", {"has_audio": True, "sound": "siren", "beeps": 0})
+    assert not applies_to("sound", {"has_audio": False, "sound": None}) and applies_to("shape", {"has_audio": False})
 
 
 def test_clip_views_names_what_is_missing(tmp_path):
