@@ -152,8 +152,8 @@ class AVLM(nn.Module):
         """Causal-LM output; `.loss` is the mean over supervised (answer) tokens when labels are given.
 
         With `logits_at`, a (B, L) bool mask, only the (N, vocab) logits of those positions, in row order. Training
-        needs them only where the next token is supervised, a few positions in a hundred; at every position, media
-        included, the logits of a large vocabulary are most of a step's activation memory.
+        needs them only where the next token is supervised, a few positions in a hundred; the others, media
+        included, would be computed and held for nothing.
         """
         embeds = self.embed(input_ids, video_features, audio_features)
         if logits_at is None:
