@@ -113,8 +113,9 @@ class SiglipTraining:
     lr: float = 1e-3
     warmup: int = 100
     frames_per_clip: int = 4  # training frames taken from each training clip
-    aux_weight: float = 1.0  # auxiliary shape and place classifiers on the per-frame mean of the feature block
+    aux_weight: float = 1.0  # auxiliary shape/colour/background/place classifiers on the per-frame mean of the feature block
     shape_weight: float = 1.0  # the shape classifier's loss weight among them (the place ones weigh 1)
+    colour_weight: float = 1.0  # the colour and background classifiers' loss weight among them
 
 
 @dataclass
@@ -312,7 +313,7 @@ _AT_LEAST_ONE = {"steps", "batch_size", "grad_accum", "checkpoint_every", "log_e
                  "vocab_size", "whisper_text_ctx", "max_retries"}
 _AT_LEAST_ZERO = {"warmup", "max_windows", "max_length", "threads", "max_speech", "max_captions", "seed"}
 _POSITIVE = {"lr", "window_seconds", "max_grad_norm", "timeout"}
-_NOT_NEGATIVE = {"projector_lr", "audio_projector_lr", "weight_decay", "temperature", "aux_weight", "shape_weight", "price_per_1k_prompt", "price_per_1k_completion"}
+_NOT_NEGATIVE = {"projector_lr", "audio_projector_lr", "weight_decay", "temperature", "aux_weight", "shape_weight", "colour_weight", "price_per_1k_prompt", "price_per_1k_completion"}
 _FRACTION = {"dropout", "min_lr_ratio"}
 
 

@@ -265,10 +265,9 @@ def save_whisper(model: whisper.model.Whisper, path: Path) -> None:
 
 
 PLACE_BINS = 4  # where the shape's centre is, across and down the frame, in quarters
-# What the per-frame heads learn: the shape and where it is. Not the colours: the patch embedding carries them
-# anyway, and heads for them, sharing the 64-wide frame mean with the shape, held its held-out accuracy to 0.45
-# (0.55 without them; 0.82 with the shape's loss weighed 3x, foundation.siglip.shape_weight).
-FRAME_HEADS = {"shape": len(synth.SHAPES), "column": PLACE_BINS, "row": PLACE_BINS}
+FRAME_HEADS = {"shape": len(synth.SHAPES), "color": len(synth.COLORS), "background": len(synth.BACKGROUNDS),
+               "column": PLACE_BINS, "row": PLACE_BINS}
+COLOUR_HEADS = ("color", "background")
 
 
 def _frame_labels(facts: synth.Facts, progress: float | None, size: int, patch: int) -> dict:
@@ -277,7 +276,9 @@ def _frame_labels(facts: synth.Facts, progress: float | None, size: int, patch: 
     "patches": per patch, 0 for background, 1 + the shape's index where the shape covers most of it.
     """
     grid = size // patch
-    labels = {"shape": synth.SHAPES.index(facts.shape), "column": -100, "row": -100, "patches": np.full(grid * grid, -100)}
+    labels = {"shape": synth.SHAPES.index(facts.shape), "color": list(synth.COLORS).index(facts.color),
+              "background": list(synth.BACKGROUNDS).index(facts.background), "column": -100, "row": -100,
+              "patches": np.full(grid * grid, -100)}
     if progress is not None:
         x, y = facts.center(progress)
         labels["column"], labels["row"] = (min(int(v * PLACE_BINS), PLACE_BINS - 1) for v in (x, y))
@@ -329,14 +330,22 @@ def _caption_ids(captions: list[str], tokenizer, context: int) -> torch.Tensor:
 class FrameHeads(nn.Module):
     """For training only: classifiers on the mean over patches of one block's tokens (what a temporal token is).
 
-    They make the trunk carry each frame's shape and where the shape is in
-    that mean, which Video-ChatGPT's pooling keeps (its per-frame tokens); the
+    They make the trunk carry each frame's shape, colours and where the shape is
+    in that mean, which Video-ChatGPT's pooling keeps (its per-frame tokens); the
     contrastive loss alone leaves shape and place mostly to the final pooling head.
+
+    The heads share a 64-wide mean, and the easy ones crowd out the shape: with
+    every loss weighed 1 a frame's held-out shape was 0.45; with the colour heads
+    gone 0.55, and 0.82 with the shape weighed 3, but the finetuned models then
+    read the background from the tokens 0.53-0.81 of the time (a linear probe
+    still found it). Hence the weights: `shape_weight` for the shape's loss,
+    `colour_weight` for the colour and background ones, 1 for the place ones.
     """
 
-    def __init__(self, trunk: nn.Module, layer: int, shape_weight: float = 1.0):
+    def __init__(self, trunk: nn.Module, layer: int, shape_weight: float = 1.0, colour_weight: float = 1.0):
         super().__init__()
-        self.weights = {name: shape_weight if name == "shape" else 1.0 for name in FRAME_HEADS}
+        self.weights = {name: shape_weight if name == "shape" else colour_weight if name in COLOUR_HEADS else 1.0
+                        for name in FRAME_HEADS}
         self.heads = nn.ModuleDict({name: nn.Linear(trunk.embed_dim, n) for name, n in FRAME_HEADS.items()})
         self.patch_head = nn.Linear(trunk.embed_dim, 1 + len(synth.SHAPES))
         self.tokens = None
@@ -379,7 +388,7 @@ def train_siglip(root: Path, params: Params, tokenizer, log=print):
     texts, test_texts = _caption_ids(captions, tokenizer, context), _caption_ids(test_captions, tokenizer, context)
     clip = build_tiny_siglip(model_cfg)
     layer = model_cfg.vision.feature_layer % len(clip.visual.trunk.blocks)
-    heads = FrameHeads(clip.visual.trunk, layer, cfg.shape_weight)
+    heads = FrameHeads(clip.visual.trunk, layer, cfg.shape_weight, cfg.colour_weight)
     mean, std = (torch.tensor(SIGLIP_PREPROCESS[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
 
     def pixels(frames):

@@ -126,7 +126,7 @@ def test_frame_labels_say_which_patches_the_shape_covers_and_where_it_is():
     assert covered.sum() >= 4 and ((grid == square) == covered).all() and set(np.unique(grid)) == {0, square}
     unplaced = recipes._frame_labels(facts, None, 64, 8)  # an image of the caption split: no place known
     assert unplaced["column"] == unplaced["row"] == -100 and (unplaced["patches"] == -100).all()
-    assert unplaced["shape"] == synth.SHAPES.index("square") and set(unplaced) == {*recipes.FRAME_HEADS, "patches"}
+    assert unplaced["shape"] == synth.SHAPES.index("square") and unplaced["background"] == list(synth.BACKGROUNDS).index("navy")
 
 
 def test_frame_heads_read_the_feature_block_and_let_go_of_the_trunk(small_params):
@@ -144,11 +144,12 @@ def test_frame_heads_read_the_feature_block_and_let_go_of_the_trunk(small_params
     labels["patches"] = torch.full((3, patches), -100)
     labels["patches"][:, 0] = 1
     loss = heads.loss(labels)
-    weighted = recipes.FrameHeads(trunk, 1, shape_weight=3.0)
+    weighted = recipes.FrameHeads(trunk, 1, shape_weight=3.0, colour_weight=0.1)
     weighted.load_state_dict(heads.state_dict())
     clip.encode_image(pixels)
-    shape_loss = torch.nn.functional.cross_entropy(heads.heads["shape"](heads.pooled), labels["shape"])
-    assert torch.allclose(weighted.loss(labels) - heads.loss(labels), 2 * shape_loss), "shape_weight 3: the shape loss twice more"
+    ce = {n: torch.nn.functional.cross_entropy(heads.heads[n](heads.pooled), labels[n]) for n in recipes.FRAME_HEADS}
+    expected = 2 * ce["shape"] - 0.9 * (ce["color"] + ce["background"])
+    assert torch.allclose(weighted.loss(labels) - heads.loss(labels), expected), "shape weighed 3, the colours 0.1"
     weighted.hook.remove()
     loss.backward()
     assert torch.isfinite(loss) and heads.patch_head.weight.grad.abs().sum() > 0 and trunk.blocks[0].mlp.fc1.weight.grad is not None
