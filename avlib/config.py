@@ -185,6 +185,9 @@ class FinetuneConfig(TrainingConfig):
     """Stages 3 and 4: joint finetuning (and the vision-only twin, identically)."""
 
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # The mix: each training example of a kind named here is drawn this many times per epoch (avlib.stages);
+    # kinds not named, once. A kind with no training example must be given 1 (real data has no kinds).
+    kind_repeats: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -281,6 +284,11 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{path}: {value!r} matches none of {_type_name(tp)}")
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {_convert(k, key_tp, path): _convert(v, value_tp, f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -310,7 +318,7 @@ _AT_LEAST_ONE = {"steps", "batch_size", "grad_accum", "checkpoint_every", "log_e
                  "bootstrap_resamples", "max_new_tokens", "rank", "alpha", "frames_per_clip", "seq_len", "image_size", "patch_size",
                  "vision_width", "vision_layers", "vision_heads", "audio_width", "audio_layers", "audio_heads", "text_width",
                  "text_layers", "text_heads", "llm_hidden", "llm_layers", "llm_heads", "llm_intermediate", "llm_max_positions",
-                 "vocab_size", "whisper_text_ctx", "max_retries"}
+                 "vocab_size", "whisper_text_ctx", "max_retries", "kind_repeats"}
 _AT_LEAST_ZERO = {"warmup", "max_windows", "max_length", "threads", "max_speech", "max_captions", "seed"}
 _POSITIVE = {"lr", "window_seconds", "max_grad_norm", "timeout"}
 _NOT_NEGATIVE = {"projector_lr", "audio_projector_lr", "weight_decay", "temperature", "aux_weight", "shape_weight", "colour_weight", "price_per_1k_prompt", "price_per_1k_completion"}
@@ -324,15 +332,21 @@ def check_ranges(config: Any, path: str = "") -> None:
         if dataclasses.is_dataclass(value):
             check_ranges(value, where)
             continue
-        if value is None or isinstance(value, (str, list, bool)):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{where}: must be a finite number, got {value}")
-        rule = ("at least 1", value >= 1) if f.name in _AT_LEAST_ONE else ("at least 0", value >= 0) if f.name in _AT_LEAST_ZERO \
-            else ("greater than 0", value > 0) if f.name in _POSITIVE else ("at least 0", value >= 0) if f.name in _NOT_NEGATIVE \
-            else ("from 0 to below 1", 0 <= value < 1) if f.name in _FRACTION else None
-        if rule is not None and not rule[1]:
-            raise ConfigError(f"{where}: must be {rule[0]}, got {value}")
+        if isinstance(value, dict):  # a mapping's rule, by its name, holds for each of its values
+            for key, item in value.items():
+                _check_range(f.name, item, f"{where}.{key}")
+        elif value is not None and not isinstance(value, (str, list, bool)):
+            _check_range(f.name, value, where)
+
+
+def _check_range(name: str, value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value}")
+    rule = ("at least 1", value >= 1) if name in _AT_LEAST_ONE else ("at least 0", value >= 0) if name in _AT_LEAST_ZERO \
+        else ("greater than 0", value > 0) if name in _POSITIVE else ("at least 0", value >= 0) if name in _NOT_NEGATIVE \
+        else ("from 0 to below 1", 0 <= value < 1) if name in _FRACTION else None
+    if rule is not None and not rule[1]:
+        raise ConfigError(f"{where}: must be {rule[0]}, got {value}")
 
 
 def from_dict(cls: type, data: dict, path: str = "") -> Any:

@@ -334,8 +334,9 @@ class FrameHeads(nn.Module):
     in that mean, which Video-ChatGPT's pooling keeps (its per-frame tokens); the
     contrastive loss alone leaves shape and place mostly to the final pooling head.
 
-    The heads share a 64-wide mean, and the easy ones crowd out the shape: with
-    every loss weighed 1 a frame's held-out shape was 0.45; with the colour heads
+    The heads share one mean (64 wide in the tiny profile), and the easy ones
+    crowd out the shape: with every loss weighed 1 a frame's held-out shape was
+    0.45; with the colour heads
     gone 0.55, and 0.82 with the shape weighed 3, but the finetuned models then
     read the background from the tokens 0.53-0.81 of the time (a linear probe
     still found it). Hence the weights: `shape_weight` for the shape's loss,
@@ -344,8 +345,7 @@ class FrameHeads(nn.Module):
 
     def __init__(self, trunk: nn.Module, layer: int, shape_weight: float = 1.0, colour_weight: float = 1.0):
         super().__init__()
-        self.weights = {name: shape_weight if name == "shape" else colour_weight if name in COLOUR_HEADS else 1.0
-                        for name in FRAME_HEADS}
+        self.weights = {name: 1.0 for name in FRAME_HEADS} | dict.fromkeys(COLOUR_HEADS, colour_weight) | {"shape": shape_weight}
         self.heads = nn.ModuleDict({name: nn.Linear(trunk.embed_dim, n) for name, n in FRAME_HEADS.items()})
         self.patch_head = nn.Linear(trunk.embed_dim, 1 + len(synth.SHAPES))
         self.tokens = None

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from avlib.config import load_params
-from avlib.datasets import read_corpus_split, subsample
+from avlib.datasets import DataError, read_corpus_split, subsample
 from avlib.features import FeatureCache, FeatureDataset, corpus_media, extract, spec_for
 from avlib.foundation import load_foundation_model
 from avlib.runtime import compute_dtype, configure, for_inference
@@ -34,15 +34,29 @@ STAGE_SPLITS = {
 
 
 def stage_examples(data_root: str | Path, stage: str, params=None) -> list:
-    """The examples a stage trains on; with params, audio pretraining draws at most pretrain.max_speech
-    speech-to-text and pretrain.max_captions audio-caption examples (seeded), as the paper's 50K + 50K mix."""
+    """The examples a stage trains on. With params, audio pretraining draws at most pretrain.max_speech
+    speech-to-text and pretrain.max_captions audio-caption examples (seeded), as the paper's 50K + 50K mix,
+    and finetuning repeats each example of a kind in finetune.kind_repeats that many times."""
     if stage not in STAGE_SPLITS:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGE_SPLITS)}")
     caps = {}
     if params is not None:
         caps = {"speech_to_text": params.pretrain.max_speech, "audio_captions": params.pretrain.max_captions}
-    return [e for split in STAGE_SPLITS[stage]
-            for e in subsample(read_corpus_split(data_root, split), caps.get(split) or None, params.seed if params else 0)]
+    examples = [e for split in STAGE_SPLITS[stage]
+                for e in subsample(read_corpus_split(data_root, split), caps.get(split) or None, params.seed if params else 0)]
+    if stage == "finetune" and params is not None:
+        examples = repeat_kinds(examples, params.finetune.kind_repeats)
+    return examples
+
+
+def repeat_kinds(examples: list, repeats: dict[str, int]) -> list:
+    """Each example as many times as `repeats` gives for its kind (once where it gives none), in order."""
+    present = {e.kind for e in examples}
+    missing = sorted(kind for kind, n in repeats.items() if n != 1 and kind not in present)
+    if missing:
+        raise DataError(f"finetune.kind_repeats names {missing}, which no finetuning example has; the kinds here are "
+                        f"{sorted(present)}: fix the name, or give it 1 where the data has no such kind")
+    return [e for e in examples for _ in range(repeats.get(e.kind, 1))]
 
 
 def pretrained_parts(params, pretrain_dir: str | Path) -> list[Path]:

@@ -115,6 +115,9 @@ def test_profile_with_a_typo_is_rejected(tmp_path):
      ("evaluate.temperature: -1.0", "evaluate.temperature: must be at least 0"),
      ("model.audio.window_seconds: 0.0", "model.audio.window_seconds: must be greater than 0"),
      ("finetune.lora.dropout: 1.5", "finetune.lora.dropout: must be from 0 to below 1"),
+     ("finetune.kind_repeats.background: 0", "finetune.kind_repeats.background: must be at least 1, got 0"),
+     ("finetune.kind_repeats.background: 1.5", "finetune.kind_repeats.background: expected int, got float 1.5"),
+     ("finetune.kind_repeats: 2", "finetune.kind_repeats: expected a mapping, got 2"),
      ("finetune.lr: 3e-3", "YAML reads 3e-3 as text: write it with a decimal point, e.g. 3.0e-3")],
 )
 def test_values_out_of_range_are_refused_naming_key_and_value(tmp_path, edit, message):
