@@ -104,6 +104,13 @@ def predicting(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1), value=False)
 
 
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, at: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the logits the model gave at `at` (`logits_at=at`, at = predicting(labels)) against
+    the next tokens there, in the same order."""
+    targets = labels[:, 1:][at[:, :-1]].to(logits.device)
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+
 def _rng_state() -> dict:
     """Every generator's state, as tensors and numbers only, so the file loads with torch.load(weights_only=True)."""
     name, keys, position, has_gauss, cached = np.random.get_state()
@@ -333,8 +340,7 @@ def train(
                     [None if f is None else f.to(accelerator.device) for f in part["audio_features"]],
                     logits_at=at,
                 )
-                targets = part["labels"][:, 1:][at[:, :-1]].to(logits.device)
-                summed = F.cross_entropy(logits.float(), targets, reduction="sum")
+                summed = supervised_loss(logits, part["labels"], at, reduction="sum")
                 # DDP averages gradients over processes: scale so the result is d(global mean)/dθ.
                 loss = summed * world / max(total_count, 1)
                 accelerator.backward(loss)

@@ -26,13 +26,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avlib.builders import build_model
 from avlib.config import load_params
 from avlib.runtime import configure
 from avlib.tokenizer import train_tokenizer
-from avlib.train import predicting
+from avlib.train import predicting, supervised_loss
 
 WORDS = "the a red blue green circle square triangle moves left right up down says beep siren knock chime hum".split()
 MODES = {"cached": "from cached features (as training runs it)", "all logits": "the same, logits at every position",
@@ -102,7 +101,7 @@ def main() -> None:
         else:
             at = predicting(batch["labels"])
             logits = model(*inputs, logits_at=at)
-            loss = F.cross_entropy(logits.float(), batch["labels"][:, 1:][at[:, :-1]].to(logits.device))
+            loss = supervised_loss(logits, batch["labels"], at)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -60,7 +60,7 @@ def test_loss_ignores_prompt_and_media_positions(make_model, samples):
 @pytest.mark.parametrize("lora", [False, True])
 def test_logits_at_gives_the_full_logits_of_the_supervised_positions(make_model, samples, lora):
     from avlib.config import LoraConfig
-    from avlib.train import predicting
+    from avlib.train import predicting, supervised_loss
 
     model = make_model()
     if lora:
@@ -76,6 +76,7 @@ def test_logits_at_gives_the_full_logits_of_the_supervised_positions(make_model,
     some = model(batch["input_ids"], batch["attention_mask"], batch["video_features"], batch["audio_features"], logits_at=at)
     assert some.shape == (int(at.sum()), model.llm.config.vocab_size)
     torch.testing.assert_close(some, full[at])
+    torch.testing.assert_close(supervised_loss(some, batch["labels"], at), run(model, batch).loss)
 
 
 def test_vision_only_twin_differs_only_in_audio(make_model, samples):
