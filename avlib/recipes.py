@@ -336,11 +336,11 @@ class FrameHeads(nn.Module):
 
     The heads share one mean (64 wide in the tiny profile), and the easy ones
     crowd out the shape: with every loss weighed 1 a frame's held-out shape was
-    0.45; with the colour heads
-    gone 0.55, and 0.82 with the shape weighed 3, but the finetuned models then
-    read the background from the tokens 0.53-0.81 of the time (a linear probe
-    still found it). Hence the weights: `shape_weight` for the shape's loss,
-    `colour_weight` for the colour and background ones, 1 for the place ones.
+    0.45; with the colour heads gone 0.55, and 0.82 with the shape weighed 3, but
+    the finetuned models then read the background from the tokens 0.53-0.81 of
+    the time (a linear probe still found it). Hence the weights: `shape_weight`
+    for the shape's loss, `colour_weight` for the colour and background ones, 1
+    for the place ones.
     """
 
     def __init__(self, trunk: nn.Module, layer: int, shape_weight: float = 1.0, colour_weight: float = 1.0):
