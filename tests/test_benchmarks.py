@@ -42,3 +42,4 @@ def test_cpu_kernels_benchmark_prints_its_ratio():
 def test_train_step_benchmark_prints_its_ratios():
     out = run(BENCHMARKS / "train_step.py", "--steps", "1", "--batch", "2")
     assert "ratio all logits / cached:" in out and "ratio raw / cached:" in out and "vocabulary" in out
+    assert "ratio cached / fused GELU:" in out and "NewGELUActivation" in out
