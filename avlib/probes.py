@@ -16,6 +16,15 @@ The views of one clip's features, as the LLM receives them:
            mean      their mean
 
 Needs the synthetic corpus: its clips.json holds each clip's facts.
+
+`reading_probes` goes one step further, into a finetuned model: where a fact the
+features carry is answered poorly, the same probe on the LLM's hidden states,
+block by block, shows how far it gets. The views there:
+
+    frames in order   the T temporal tokens' hidden states, concatenated in order
+    last frame        the last temporal token's alone
+    frames averaged   the mean of the T
+    answer position   the prompt's last token, the one whose next token is the answer
 """
 
 from __future__ import annotations
@@ -109,3 +118,51 @@ def probe_fact(rows: dict[str, list], fact: str, view: str, steps: int = 300, se
     accuracy = probe(torch.stack(train_x).float(), list(train_y), torch.stack(test_x).float(), list(test_y), steps, seed)
     return {"accuracy": accuracy, "chance": sum(y == majority for y in test_y) / len(test_y),
             "train": len(train_y), "test": len(test_y)}
+
+
+READING_VIEWS = ("frames in order", "last frame", "frames averaged", "answer position")
+
+
+@torch.no_grad()
+def llm_states(model, items: list[dict], frames: int, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
+    """The reading views of each item's hidden states, by depth: [{view: (N, ...)}], depth 0 the LLM's input
+    embeddings (media spliced in), depth d the output of block d (the last one after the final norm)."""
+    model.eval()
+    device = next(model.llm.parameters()).device
+    depths: list[dict[str, list]] = []
+    for start in range(0, len(items), batch_size):
+        chunk = [dict(item, answer=None) for item in items[start : start + batch_size]]
+        batch = model.collate(chunk, with_answers=False)  # padded on the left: every prompt ends at the last position
+        ids = batch["input_ids"].to(device)
+        embeds = model.embed(ids, [None if f is None else f.to(device) for f in batch["video_features"]],
+                             [None if f is None else f.to(device) for f in batch["audio_features"]])
+        hidden = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(device),
+                           output_hidden_states=True).hidden_states
+        slots = [row.nonzero().flatten()[:frames] for row in ids == model.video_token_id]
+        if any(len(s) < frames for s in slots):
+            raise ValueError(f"an item has fewer than {frames} video slots: the reading views need every item's video "
+                             "(model.vision.num_frames temporal tokens)")
+        temporal = [torch.stack([h[i, s] for i, s in enumerate(slots)]).float() for h in hidden]  # (B, T, E) per depth
+        if not depths:
+            depths = [{view: [] for view in READING_VIEWS} for _ in hidden]
+        for views_at, h, t in zip(depths, hidden, temporal):
+            views_at["frames in order"].append(t.flatten(1))
+            views_at["last frame"].append(t[:, -1])
+            views_at["frames averaged"].append(t.mean(dim=1))
+            views_at["answer position"].append(h[:, -1].float())
+    return [{view: torch.cat(parts) for view, parts in views_at.items()} for views_at in depths]
+
+
+def reading_probes(model, train_items: list[dict], test_items: list[dict], frames: int, steps: int = 300,
+                   seed: int = 0, batch_size: int = 64) -> list[dict]:
+    """How far into the LLM a fact gets: [{"depth", "view", "accuracy"}], a linear probe per view and depth, trained to
+    name each training item's answer from its hidden states and scored on the test items' (`llm_states` has the views).
+
+    The items are feature items with their answers (`avlib.evaluate.feature_items`), all asking for the same fact.
+    """
+    if not train_items or not test_items:
+        raise ValueError(f"reading probes need training and test items, got {len(train_items)} and {len(test_items)}")
+    train_y, test_y = [item["answer"] for item in train_items], [item["answer"] for item in test_items]
+    train, test = llm_states(model, train_items, frames, batch_size), llm_states(model, test_items, frames, batch_size)
+    return [{"depth": depth, "view": view, "accuracy": probe(at_train[view], train_y, at_test[view], test_y, steps, seed)}
+            for depth, (at_train, at_test) in enumerate(zip(train, test)) for view in READING_VIEWS]

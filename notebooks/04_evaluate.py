@@ -282,6 +282,43 @@ else:
     print(f"{data_dir}/clips.json is missing: the probes need the synthetic corpus's clip facts")
 
 # %% [markdown]
+# **Where in the LLM?** For a kind whose fact the features carry (probe at least 0.9) and the AV
+# model answers poorly (under 0.7), the same probe can follow the fact into the LLM, onto its hidden
+# states after each block (depth 0: the embeddings it receives). Four views of them: the temporal
+# tokens in order, the last frame's token alone, the temporal tokens averaged, and the prompt's last
+# position, the one whose next token is the answer. A fact the tokens in order keep and the answer
+# position does not was never gathered to where the answer is made. For the direction of motion the
+# last frame alone says most of it (where the shape ended up), the frames averaged only the axis:
+# the answer position has to single out one frame, by where it is in the sequence, and an average
+# of the frames is what attention gives before it learns to.
+
+# %%
+from avlib.datasets import read_qa_benchmark
+from avlib.evaluate import benchmark_dir, feature_items
+from avlib.probes import reading_probes
+
+unread, reading = [], None
+if lost is not None:
+    unread = [k for k in lost.index if lost.loc[k, "probe"] >= 0.9 and lost.loc[k, "audio-visual model"] < 0.7]
+    train_split = read_corpus_split(data_dir, "video_instructions_train")
+    test_split = read_qa_benchmark(benchmark_dir(data_dir, qa) / "qa.json", Path(data_dir) / "clips")
+    rows = []
+    for kind in unread:
+        train_items = feature_items([e for e in train_split if e.kind == kind], cache)
+        test_items = feature_items([e for e in test_split if e.kind == kind], cache)
+        if not train_items or not test_items:  # a corpus whose training split never asks this kind
+            print(f"{kind}: {len(train_items)} training and {len(test_items)} test items, not probed")
+            continue
+        for name, model in models.items():
+            rows += [{"kind": kind, "model": name, **row} for row in
+                     reading_probes(model, train_items, test_items, params.model.vision.num_frames, seed=params.seed)]
+    if rows:
+        reading = pd.DataFrame(rows).pivot(index=["kind", "model", "depth"], columns="view", values="accuracy")
+        display(reading.round(2))
+if reading is None:
+    print("no kind is carried by the features and left unread by the AV model: nothing to follow into the LLM")
+
+# %% [markdown]
 # ## Summary
 #
 # Computed from this run:
@@ -310,11 +347,19 @@ if at_prior:
     lines.append(f"* Kinds where the AV model does no better than its answer prior (+0.05): {', '.join(at_prior)}: what they ask "
                  "did not reach the answer from the clip.")
 if lost is not None:
-    unread = [k for k in lost.index if lost.loc[k, "probe"] >= 0.9 and lost.loc[k, "audio-visual model"] < 0.7]
     partial = [k for k in lost.index if lost.loc[k, "probe"] < 0.9 and lost.loc[k, "audio-visual model"] < 0.7]
     if unread:
         lines.append("* The features carry " + ", ".join(f"{k} (probe {lost.loc[k, 'probe']:.2f}, AV model {lost.loc[k, 'audio-visual model']:.2f})"
                                                      for k in unread) + ": lost in the LLM, which has yet to learn to read them.")
+    if reading is not None:
+        last = reading.index.get_level_values("depth").max()
+        for kind in unread:
+            held = reading.loc[(kind, "av", last)]
+            lines.append(f"* {kind.capitalize()} in the AV model's LLM, after its last block: a probe reads it "
+                         f"{held['frames in order']:.2f} from the temporal tokens in order, {held['frames averaged']:.2f} "
+                         f"from their average and {held['answer position']:.2f} at the answer position: "
+                         + ("not gathered where the answer is made." if held["answer position"] < 0.7
+                            else "gathered where the answer is made, and still not answered."))
     if partial:
         lines.append("* The features carry only part of " + ", ".join(f"{k} (probe {lost.loc[k, 'probe']:.2f}, chance {lost.loc[k, 'chance']:.2f}, "
                                                                     f"AV model {lost.loc[k, 'audio-visual model']:.2f})" for k in partial)
@@ -328,7 +373,7 @@ display(Markdown("\n".join(lines)))
 # ## Exercises
 #
 # Each takes a few minutes on a laptop from the committed outputs; `dvc repro -s evaluate` reruns
-# this stage alone (about a minute and a half in the tiny profile).
+# this stage alone (about two and a half minutes in the tiny profile).
 #
 # 1. In the table of kinds, which audio questions does the twin still get right more often than
 #    chance, and why (compare its column with the answer prior)?
@@ -342,3 +387,7 @@ display(Markdown("\n".join(lines)))
 # 5. `python benchmarks/feature_probes.py` probes the mean of all video tokens too. Compare it with
 #    the temporal tokens for the direction of motion: why does averaging over the frames lose the
 #    direction but keep the colour? Which of the two views does Video-ChatGPT's pooling give the LLM?
+# 6. Follow the direction into the model that stage 2 left, before any finetuning:
+#    `load_trained_model(params, foundation_dir, pretrained)`, then `reading_probes` on it with the
+#    direction items of *Where in the LLM?*. How much of what the answer position holds did the
+#    finetuning add, and at which depth?

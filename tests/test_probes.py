@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from avlib.probes import applies_to, clip_views, probe, probe_fact, views
+from avlib.probes import READING_VIEWS, applies_to, clip_views, probe, probe_fact, reading_probes, views
 
 
 def test_views_slice_the_tokens_the_llm_receives():
@@ -69,3 +69,38 @@ def test_clip_views_names_what_is_missing(tmp_path):
     (tmp_path / "clips.json").write_text(json.dumps([_clip(0, "train", True)]))
     with pytest.raises(KeyError, match="clips/train_00000.mp4 has no cached features"):
         clip_views(tmp_path, NoEntries(), 2, 4)
+
+
+def _ordered_items(model, n: int, seed: int) -> list[dict]:
+    """Items whose answer lives only in the order of their two frames' tokens: the same two vectors either way round."""
+    g = torch.Generator().manual_seed(seed)
+    first, second = torch.randn(2, model.vision_encoder.width, generator=torch.Generator().manual_seed(99)) * 3
+    items = []
+    for i in range(n):
+        forward = i % 2 == 0
+        frames = torch.stack([first, second] if forward else [second, first])
+        patches = torch.randn(16, model.vision_encoder.width, generator=g)  # spatial tokens: noise
+        video = torch.cat([frames, patches]) + 0.05 * torch.randn(18, model.vision_encoder.width, generator=g)
+        items.append({"question": "which shape moves first", "answer": "right" if forward else "left",
+                      "video_features": video, "audio_features": None})
+    return items
+
+
+def test_reading_probes_follow_a_fact_that_lives_in_the_order_of_the_frames(make_model):
+    model = make_model()  # 2 frames a clip, an LLM of 2 blocks
+    rows = reading_probes(model, _ordered_items(model, 80, 0), _ordered_items(model, 40, 1), frames=2, steps=200)
+    assert [(r["depth"], r["view"]) for r in rows] == [(d, v) for d in range(3) for v in READING_VIEWS]
+    at_input = {r["view"]: r["accuracy"] for r in rows if r["depth"] == 0}
+    assert at_input["frames in order"] == 1.0 and at_input["last frame"] == 1.0  # the last temporal slot, not the last video slot
+    assert at_input["frames averaged"] < 0.75  # the mean of the same two tokens either way round: nothing to read
+    assert at_input["answer position"] < 0.75  # before any block the prompt's last token has seen nothing
+
+
+def test_reading_probes_name_what_they_need(make_model):
+    model = make_model()
+    items = _ordered_items(model, 4, 0)
+    with pytest.raises(ValueError, match="need training and test items, got 4 and 0"):
+        reading_probes(model, items, [], frames=2)
+    no_video = [dict(items[0], video_features=None)] * 2
+    with pytest.raises(ValueError, match="fewer than 2 video slots"):
+        reading_probes(model, no_video, no_video, frames=2)
