@@ -315,7 +315,7 @@ if lost is not None:
     if rows:
         reading = pd.DataFrame(rows).pivot(index=["kind", "model", "depth"], columns="view", values="accuracy")
         display(reading.round(2))
-if reading is None:
+if lost is not None and reading is None:
     print("no kind is carried by the features and left unread by the AV model: nothing to follow into the LLM")
 
 # %% [markdown]
