@@ -21,20 +21,18 @@ KINDS = ("audio", "video", "text")
 def slot_shares(model, items: Sequence[dict]) -> list[dict[str, float]]:
     """For each feature item (question, video_features, audio_features): {audio, video, text} shares summing to 1."""
     model.eval()
-    device = next(model.llm.parameters()).device
     shares = []
     for item in items:
-        batch = model.collate([dict(item, answer=None)], with_answers=False)
-        ids = batch["input_ids"].to(device)
-        features = {key: [None if f is None else f.to(device) for f in batch[key]] for key in ("video_features", "audio_features")}
+        batch = model.prompt_batch([item])
+        ids = batch["input_ids"]
         with torch.enable_grad():
-            embeds = model.embed(ids, features["video_features"], features["audio_features"]).detach().requires_grad_(True)
-            logits = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(device)).logits[0, -1].float()
+            embeds = model.embed(ids, batch["video_features"], batch["audio_features"]).detach().requires_grad_(True)
+            logits = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits[0, -1].float()
             log_probs = torch.log_softmax(logits, dim=-1)
             log_probs[log_probs.argmax()].backward()
         relevance = (embeds.grad * embeds.detach()).float().sum(-1).abs()[0]  # (L,)
         masks = {"audio": ids[0] == model.audio_token_id, "video": ids[0] == model.video_token_id}
-        masks["text"] = ~(masks["audio"] | masks["video"]) & batch["attention_mask"][0].bool().to(device)
+        masks["text"] = ~(masks["audio"] | masks["video"]) & batch["attention_mask"][0].bool()
         total = float(sum(relevance[m].sum() for m in masks.values())) or 1.0
         shares.append({kind: float(relevance[masks[kind]].sum()) / total for kind in KINDS})
     return shares

@@ -187,16 +187,20 @@ class AVLM(nn.Module):
         """Answers to feature items (question, video_features, audio_features), batch by batch, on the model's device;
         greedy unless `temperature` > 0."""
         self.eval()
-        device = next(self.llm.parameters()).device
         answers: list[str] = []
         for start in progress_bar(range(0, len(items), batch_size), show=progress, desc="answering"):
-            chunk = [dict(item, answer=None) for item in items[start : start + batch_size]]
-            batch = self.collate(chunk, with_answers=False)
-            batch = {**batch, "input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
-                     "video_features": [None if f is None else f.to(device) for f in batch["video_features"]],
-                     "audio_features": [None if f is None else f.to(device) for f in batch["audio_features"]]}
+            batch = self.prompt_batch(items[start : start + batch_size])
             answers += self.generate(batch, max_new_tokens=max_new_tokens, temperature=temperature)
         return answers
+
+    def prompt_batch(self, items: list[dict]) -> dict:
+        """Feature items as one batch of prompts, their answers left out (padded on the left, so every prompt ends at
+        the last position), on the LLM's device."""
+        device = next(self.llm.parameters()).device
+        batch = self.collate([dict(item, answer=None) for item in items], with_answers=False)
+        return {**batch, "input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
+                "video_features": [None if f is None else f.to(device) for f in batch["video_features"]],
+                "audio_features": [None if f is None else f.to(device) for f in batch["audio_features"]]}
 
     @property
     def has_lora(self) -> bool:

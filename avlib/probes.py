@@ -128,16 +128,12 @@ def llm_states(model, items: list[dict], frames: int, batch_size: int = 64) -> l
     """The reading views of each item's hidden states, by depth: [{view: (N, ...)}], depth 0 the LLM's input
     embeddings (media spliced in), depth d the output of block d (the last one after the final norm)."""
     model.eval()
-    device = next(model.llm.parameters()).device
     depths: list[dict[str, list]] = []
     for start in range(0, len(items), batch_size):
-        chunk = [dict(item, answer=None) for item in items[start : start + batch_size]]
-        batch = model.collate(chunk, with_answers=False)  # padded on the left: every prompt ends at the last position
-        ids = batch["input_ids"].to(device)
-        embeds = model.embed(ids, [None if f is None else f.to(device) for f in batch["video_features"]],
-                             [None if f is None else f.to(device) for f in batch["audio_features"]])
-        hidden = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(device),
-                           output_hidden_states=True).hidden_states
+        batch = model.prompt_batch(items[start : start + batch_size])  # every prompt ends at the last position
+        ids = batch["input_ids"]
+        embeds = model.embed(ids, batch["video_features"], batch["audio_features"])
+        hidden = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
         slots = [row.nonzero().flatten()[:frames] for row in ids == model.video_token_id]
         if any(len(s) < frames for s in slots):
             raise ValueError(f"an item has fewer than {frames} video slots: the reading views need every item's video "

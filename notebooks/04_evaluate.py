@@ -353,7 +353,7 @@ if lost is not None:
                                                      for k in unread) + ": lost in the LLM, which has yet to learn to read them.")
     if reading is not None:
         last = reading.index.get_level_values("depth").max()
-        for kind in unread:
+        for kind in reading.index.get_level_values("kind").unique():  # the unread kinds that had items to probe
             held = reading.loc[(kind, "av", last)]
             lines.append(f"* {kind.capitalize()} in the AV model's LLM, after its last block: a probe reads it "
                          f"{held['frames in order']:.2f} from the temporal tokens in order, {held['frames averaged']:.2f} "
