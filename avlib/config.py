@@ -155,6 +155,7 @@ class TrainingConfig:
     steps: int = 1000
     batch_size: int = 32  # global: split over processes and accumulation steps
     grad_accum: int = 1
+    length_groups: int = 1  # each micro-batch run as this many passes over rows of like length: the same gradient, less padding
     lr: float = 1e-3
     projector_lr: float = 0.0  # the projectors' own learning rate (Bunny's mm_projector_lr); 0: lr
     audio_projector_lr: float = 0.0  # the audio projector's own learning rate; 0: projector_lr
@@ -314,7 +315,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
 
 
 # What a value must be, by field name, wherever the field appears (avlib.config is the only place that knows).
-_AT_LEAST_ONE = {"steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "num_frames", "num_audio_tokens", "n_mels",
+_AT_LEAST_ONE = {"steps", "batch_size", "grad_accum", "length_groups", "checkpoint_every", "log_every", "num_frames", "num_audio_tokens", "n_mels",
                  "bootstrap_resamples", "max_new_tokens", "rank", "alpha", "frames_per_clip", "seq_len", "image_size", "patch_size",
                  "vision_width", "vision_layers", "vision_heads", "audio_width", "audio_layers", "audio_heads", "text_width",
                  "text_layers", "text_heads", "llm_hidden", "llm_layers", "llm_heads", "llm_intermediate", "llm_max_positions",

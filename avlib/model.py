@@ -153,14 +153,38 @@ class AVLM(nn.Module):
 
         With `logits_at`, a (B, L) bool mask, only the (N, vocab) logits of those positions, in row order. Training
         needs them only where the next token is supervised, a few positions in a hundred; the others, media
-        included, would be computed and held for nothing.
+        included, would be computed and held for nothing. There, the leading positions every row shares
+        (`shared_prefix`, up to the first one in `logits_at`) are computed once.
         """
         embeds = self.embed(input_ids, video_features, audio_features)
         if logits_at is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
         llm = self.llm.get_base_model() if self.has_lora else self.llm
-        hidden = llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-        return llm.get_output_embeddings()(hidden[logits_at.to(hidden.device)])
+        decoder, attention_mask = llm.get_decoder(), attention_mask.to(embeds.device)
+        logits_at = logits_at.to(embeds.device)
+        wanted = logits_at.any(dim=0).nonzero()
+        start = min(self.shared_prefix(embeds, attention_mask), int(wanted[0]) if len(wanted) else embeds.shape[1])
+        cache = None
+        if start:
+            # Every row begins with the same `start` positions (the system prompt): run them once, as a batch of one,
+            # and let each row attend to that one copy. The same attention and the same gradients, for fewer FLOPs.
+            cache = decoder(inputs_embeds=embeds[:1, :start], use_cache=True).cache
+            cache.batch_repeat_interleave(embeds.shape[0])
+        hidden = decoder(inputs_embeds=embeds[:, start:], attention_mask=attention_mask, cache=cache).last_hidden_state
+        return llm.get_output_embeddings()(hidden[logits_at[:, start:]])
+
+    def shared_prefix(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> int:
+        """How many leading positions every row of a batch holds alike (the same input embedding, none of them padding),
+        for `forward` to compute once; 0 where that would not be the same computation: a single row, dropout in the LLM
+        while training (each row draws its own masks), or gradient checkpointing (which keeps no cache)."""
+        if embeds.shape[0] < 2:
+            return 0
+        llm = self.llm.get_base_model() if self.has_lora else self.llm
+        if self.llm.training and (getattr(llm, "is_gradient_checkpointing", False) or getattr(llm.config, "attention_dropout", 0.0)
+                                  or any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.llm.modules())):
+            return 0
+        alike = (embeds == embeds[:1]).all(dim=-1).all(dim=0) & attention_mask.bool().all(dim=0)
+        return min(int(alike.int().cumprod(dim=0).sum()), embeds.shape[1] - 1)  # the last position is always computed
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 32, temperature: float = 0.0) -> list[str]:
@@ -184,20 +208,32 @@ class AVLM(nn.Module):
     @torch.no_grad()
     def answer(self, items: list[dict], batch_size: int = 32, max_new_tokens: int = 32, temperature: float = 0.0,
                progress: bool = False) -> list[str]:
-        """Answers to feature items (question, video_features, audio_features), batch by batch, on the model's device;
-        greedy unless `temperature` > 0."""
+        """Answers to feature items (question, video_features, audio_features), in their order, on the model's device;
+        greedy unless `temperature` > 0. Batches are made of prompts of like length, so that little padding is computed
+        (each answer is its prompt's alone: the batch it shares changes nothing but the float rounding)."""
         self.eval()
-        answers: list[str] = []
+        prompts = self.collate([dict(item, answer=None) for item in items], with_answers=False)  # padded on the left
+        lengths = prompts["attention_mask"].sum(dim=1)
+        order = torch.argsort(lengths, stable=True).tolist()
+        answers: list[str] = [""] * len(items)
         for start in progress_bar(range(0, len(items), batch_size), show=progress, desc="answering"):
-            batch = self.prompt_batch(items[start : start + batch_size])
-            answers += self.generate(batch, max_new_tokens=max_new_tokens, temperature=temperature)
+            rows = order[start : start + batch_size]
+            width = int(lengths[rows].max())
+            batch = {"input_ids": prompts["input_ids"][rows, -width:], "attention_mask": prompts["attention_mask"][rows, -width:],
+                     "video_features": [prompts["video_features"][i] for i in rows],
+                     "audio_features": [prompts["audio_features"][i] for i in rows]}
+            for i, text in zip(rows, self.generate(self.on_device(batch), max_new_tokens=max_new_tokens, temperature=temperature)):
+                answers[i] = text
         return answers
 
     def prompt_batch(self, items: list[dict]) -> dict:
         """Feature items as one batch of prompts, their answers left out (padded on the left, so every prompt ends at
         the last position), on the LLM's device."""
+        return self.on_device(self.collate([dict(item, answer=None) for item in items], with_answers=False))
+
+    def on_device(self, batch: dict) -> dict:
+        """A collated batch with its ids, mask and features moved to the LLM's device."""
         device = next(self.llm.parameters()).device
-        batch = self.collate([dict(item, answer=None) for item in items], with_answers=False)
         return {**batch, "input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
                 "video_features": [None if f is None else f.to(device) for f in batch["video_features"]],
                 "audio_features": [None if f is None else f.to(device) for f in batch["audio_features"]]}

@@ -205,3 +205,22 @@ def collate(
         "cut_samples": cut,
         "dropped_audio_windows": dropped,
     }
+
+
+def split_by_length(batch: dict, groups: int) -> list[dict]:
+    """A training batch (right-padded, from `collate`) as up to `groups` batches of its rows sorted by length, each cut
+    to its own longest row. Together they hold the same rows and the same supervised tokens, so their summed losses and
+    gradients are the batch's, for less padding computed: one soundtrack of two windows no longer lengthens every row."""
+    if groups < 1:
+        raise ValueError(f"groups must be at least 1, got {groups}")
+    if groups == 1:
+        return [batch]
+    lengths = batch["attention_mask"].sum(dim=1)
+    order = torch.argsort(lengths, stable=True)
+    parts = []
+    for rows in torch.tensor_split(order, min(groups, len(order))):
+        width, kept = int(lengths[rows].max()), rows.tolist()
+        parts.append({**batch, **{key: batch[key][rows, :width] for key in ("input_ids", "attention_mask", "labels")},
+                      "video_features": [batch["video_features"][i] for i in kept],
+                      "audio_features": [batch["audio_features"][i] for i in kept]})
+    return parts

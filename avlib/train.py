@@ -49,7 +49,7 @@ from avlib.config import LoraConfig, TrainingConfig
 from avlib.integrity import file_sha256, verify
 from avlib.progress import progress_bar
 from avlib.runtime import frozen_in_bf16
-from avlib.template import IGNORE_INDEX
+from avlib.template import IGNORE_INDEX, split_by_length
 
 CHECKPOINT = "checkpoint"
 FINAL = "final"
@@ -326,7 +326,8 @@ def train(
         if record_batches:
             batches.append(indices)
         mine = indices[rank * local : (rank + 1) * local]
-        parts = [model.collate([dataset[i] for i in mine[k : k + micro]]) for k in range(0, local, micro)]
+        parts = [part for k in range(0, local, micro)
+                 for part in split_by_length(model.collate([dataset[i] for i in mine[k : k + micro]]), cfg.length_groups)]
         count = torch.tensor(sum(int((p["labels"][:, 1:] != IGNORE_INDEX).sum()) for p in parts), device=accelerator.device)
         total_count = accelerator.reduce(count, reduction="sum").item()
         loss_sum = 0.0

@@ -79,6 +79,55 @@ def test_logits_at_gives_the_full_logits_of_the_supervised_positions(make_model,
     torch.testing.assert_close(supervised_loss(some, batch["labels"], at), run(model, batch).loss)
 
 
+def _lora_moved(model, lora):
+    model.configure_training("finetune", lora)
+    for name, p in model.named_parameters():  # LoRA's B starts at zero: move it so the adapters change the output
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    return model
+
+
+def test_the_shared_system_prompt_is_computed_once_with_the_same_logits_and_gradients(make_model, samples, lora):
+    from avlib.template import SYSTEM
+    from avlib.train import predicting, supervised_loss
+
+    model = _lora_moved(make_model(), lora).train()
+    batch = model.collate(samples)
+    at = predicting(batch["labels"])
+    inputs = (batch["input_ids"], batch["attention_mask"], batch["video_features"], batch["audio_features"])
+    embeds = model.embed(*inputs[:1], *inputs[2:])
+    start = model.shared_prefix(embeds, batch["attention_mask"])
+    assert start >= len(model.tokenizer.encode(SYSTEM, add_special_tokens=False))  # the system prompt, and "USER: "
+    assert not torch.equal(embeds[0, start], embeds[1, start])  # the first position that differs is computed per row
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def logits_and_grads():
+        logits = model(*inputs, logits_at=at)
+        return logits.detach(), torch.autograd.grad(supervised_loss(logits, batch["labels"], at), trainable)
+
+    shared, shared_grads = logits_and_grads()
+    model.shared_prefix = lambda *args: 0  # every row computed whole
+    whole, whole_grads = logits_and_grads()
+    torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-5)
+    for a, b in zip(shared_grads, whole_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_no_prefix_is_shared_where_rows_would_compute_it_differently(make_model, samples, lora):
+    model = make_model()
+    batch = model.collate(samples)
+    embeds = model.embed(batch["input_ids"], batch["video_features"], batch["audio_features"])
+    mask = batch["attention_mask"]
+    assert model.shared_prefix(embeds, mask) > 0
+    assert model.shared_prefix(embeds[:1], mask[:1]) == 0  # one row: nothing to share
+    left = model.collate(samples, with_answers=False)  # padded on the left: the rows do not start alike
+    assert model.shared_prefix(model.embed(left["input_ids"], left["video_features"], left["audio_features"]), left["attention_mask"]) == 0
+    dropping = make_model()
+    dropping.configure_training("finetune", type(lora)(rank=4, alpha=8, dropout=0.1))  # each row draws its own masks
+    assert dropping.train().shared_prefix(embeds, mask) == 0
+    assert dropping.eval().shared_prefix(embeds, mask) > 0
+
+
 def test_vision_only_twin_differs_only_in_audio(make_model, samples):
     av, vo = make_model(seed=3), make_model(seed=3, use_audio=False)
     for (name, a), (_, b) in zip(av.state_dict().items(), vo.state_dict().items()):
@@ -216,6 +265,9 @@ def test_generate_learns_the_answer(make_model, samples, lora):
     _train_steps(model, model.collate(samples), steps=150, lr=3e-3)
     answers = model.generate(model.collate(samples, with_answers=False), max_new_tokens=8)
     assert answers == [s["answer"] for s in samples]
+    # `answer` batches prompts by length, not in the order asked, and gives each answer back to its question.
+    asked = [samples[i] for i in (2, 0, 1, 1, 2, 0, 2)]
+    assert model.answer([dict(s, answer=None) for s in asked], batch_size=3, max_new_tokens=8) == [s["answer"] for s in asked]
 
 
 def test_encode_media_needs_matching_lists(make_model):

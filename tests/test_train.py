@@ -134,6 +134,46 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert math.isfinite(result.final_loss) and (tmp_path / FINAL / "parts.json").is_file()
 
 
+def test_rows_grouped_by_length_give_the_batch_its_own_loss_and_gradient(make_model, samples, lora):
+    from avlib.template import IGNORE_INDEX, split_by_length
+    from avlib.train import predicting, supervised_loss
+
+    model = make_model()
+    model.configure_training("finetune", lora)
+    batch = model.collate(samples * 2)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    parts = split_by_length(batch, 3)
+    assert len(parts) == 3 and sum(len(p["video_features"]) for p in parts) == 6
+    for part in parts:  # each cut to its own longest row, none of it padding for every row
+        assert part["input_ids"].shape[1] == int(part["attention_mask"].sum(1).max()) and part["attention_mask"][:, -1].any()
+    assert sorted(int(n) for p in parts for n in p["attention_mask"].sum(1)) == sorted(lengths)
+    assert max(p["input_ids"].shape[1] for p in parts[:-1]) < max(lengths)  # the short rows are no longer padded to the longest
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    def loss_and_grads(chunks):
+        loss = sum(supervised_loss(model(c["input_ids"], c["attention_mask"], c["video_features"], c["audio_features"],
+                                         logits_at=predicting(c["labels"])), c["labels"], predicting(c["labels"]), reduction="sum")
+                   for c in chunks) / count
+        return loss, torch.autograd.grad(loss, trainable)
+
+    whole, whole_grads = loss_and_grads([batch])
+    grouped, grouped_grads = loss_and_grads(parts)
+    torch.testing.assert_close(grouped, whole)
+    for a, b in zip(grouped_grads, whole_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert split_by_length(batch, 1) == [batch]
+    with pytest.raises(ValueError, match="groups must be at least 1"):
+        split_by_length(batch, 0)
+
+
+def test_training_in_length_groups_ends_where_whole_batches_do(tmp_path):
+    whole, _ = helpers.run(tmp_path / "whole", steps=6, lora=helpers.LORA_NO_DROPOUT)
+    grouped, _ = helpers.run(tmp_path / "grouped", steps=6, lora=helpers.LORA_NO_DROPOUT, length_groups=2)
+    for name, value in trainable_state(whole).items():
+        torch.testing.assert_close(trainable_state(grouped)[name], value, rtol=0, atol=1e-5, msg=name)
+
+
 def test_batch_must_split_evenly(tmp_path):
     with pytest.raises(ValueError, match="must divide evenly"):
         train(helpers.make_model(), helpers.make_dataset(), "finetune", TrainingConfig(batch_size=5, grad_accum=2), tmp_path,
