@@ -180,7 +180,7 @@ class AVLM(nn.Module):
         if embeds.shape[0] < 2:
             return 0
         llm = self.llm.get_base_model() if self.has_lora else self.llm
-        if self.llm.training and (getattr(llm, "is_gradient_checkpointing", False) or getattr(llm.config, "attention_dropout", 0.0)
+        if self.llm.training and (llm.is_activation_checkpointing or getattr(llm.config, "attention_dropout", 0.0)
                                   or any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.llm.modules())):
             return 0
         alike = (embeds == embeds[:1]).all(dim=-1).all(dim=0) & attention_mask.bool().all(dim=0)

@@ -172,6 +172,44 @@ table = pd.DataFrame(counts, index=["frozen", "trainable"]).T
 print(table)
 trainable, total = int(table["trainable"].sum()), int(table.values.sum())
 print(f"trainable: {trainable:,} of {total:,} parameters ({100 * trainable / total:.1f} %): {model.trained_parts()}")
+
+# %% [markdown]
+# ## What one step computes
+#
+# A step draws `finetune.batch_size` examples. Their prompts differ in length (a clip may have no
+# soundtrack, or two windows of it; a description is longer than a word), and a batch is a
+# rectangle: every row is padded to the longest. Two things the training loop does change no
+# gradient, only how much is computed:
+#
+# * **Length groups** (`finetune.length_groups`): the rows run in that many passes of like length,
+#   each padded only to its own longest row (`avlib.template.split_by_length`). The passes' summed
+#   losses are the batch's, and so are their gradients.
+# * **The shared prefix**: every row begins with the same system prompt. `AVLM.forward` computes it
+#   once, as a batch of one, and every row attends to that one copy (`AVLM.shared_prefix`; not
+#   where the LLM has dropout, which would draw each row its own masks).
+#
+# Here is the first step's batch, counted in positions the LLM computes:
+
+# %%
+from avlib.template import split_by_length
+from avlib.train import batch_indices
+
+dataset = FeatureDataset(examples, cache)
+step_batch = model.collate([dataset[i] for i in batch_indices(len(dataset), params.finetune.batch_size, 0, params.seed)])
+rows, width = step_batch["input_ids"].shape
+tokens = int(step_batch["attention_mask"].sum())
+computed = {"one pass, padded to the longest row": rows * width}
+groups = split_by_length(step_batch, params.finetune.length_groups)
+computed[f"{len(groups)} length groups"] = sum(g["input_ids"].numel() for g in groups)
+with torch.no_grad():
+    shared = [model.shared_prefix(model.embed(g["input_ids"], g["video_features"], g["audio_features"]), g["attention_mask"])
+              for g in groups]
+computed["the same, the shared prefix computed once"] = sum(g["input_ids"].numel() - (len(g["input_ids"]) - 1) * n
+                                                            for g, n in zip(groups, shared))
+print(f"{rows} rows of {tokens / rows:.0f} tokens on average, the longest {width}; a shared prefix of {shared[0]} positions: "
+      + repr(model.tokenizer.decode(step_batch["input_ids"][0, : shared[0]])))
+for how, positions in computed.items():
+    print(f"  {how:45s} {positions:6,} positions ({positions / tokens:.2f} per token of the batch)")
 del model
 
 # %% [markdown]

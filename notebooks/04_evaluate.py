@@ -373,7 +373,7 @@ display(Markdown("\n".join(lines)))
 # ## Exercises
 #
 # Each takes a few minutes on a laptop from the committed outputs; `dvc repro -s evaluate` reruns
-# this stage alone (about two and a half minutes in the tiny profile).
+# this stage alone (about a minute and a half in the tiny profile).
 #
 # 1. In the table of kinds, which audio questions does the twin still get right more often than
 #    chance, and why (compare its column with the answer prior)?

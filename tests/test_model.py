@@ -126,6 +126,9 @@ def test_no_prefix_is_shared_where_rows_would_compute_it_differently(make_model,
     dropping.configure_training("finetune", type(lora)(rank=4, alpha=8, dropout=0.1))  # each row draws its own masks
     assert dropping.train().shared_prefix(embeds, mask) == 0
     assert dropping.eval().shared_prefix(embeds, mask) > 0
+    checkpointing = make_model()
+    checkpointing.llm.gradient_checkpointing_enable()  # recomputes each block in the backward pass and keeps no cache
+    assert checkpointing.train().shared_prefix(embeds, mask) == 0
 
 
 def test_vision_only_twin_differs_only_in_audio(make_model, samples):
