@@ -212,6 +212,8 @@ class AVLM(nn.Module):
         greedy unless `temperature` > 0. Batches are made of prompts of like length, so that little padding is computed
         (each answer is its prompt's alone: the batch it shares changes nothing but the float rounding)."""
         self.eval()
+        if not items:
+            return []
         prompts = self.collate([dict(item, answer=None) for item in items], with_answers=False)  # padded on the left
         lengths = prompts["attention_mask"].sum(dim=1)
         order = torch.argsort(lengths, stable=True).tolist()

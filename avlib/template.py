@@ -220,7 +220,10 @@ def split_by_length(batch: dict, groups: int) -> list[dict]:
     parts = []
     for rows in torch.tensor_split(order, min(groups, len(order))):
         width, kept = int(lengths[rows].max()), rows.tolist()
-        parts.append({**batch, **{key: batch[key][rows, :width] for key in ("input_ids", "attention_mask", "labels")},
-                      "video_features": [batch["video_features"][i] for i in kept],
-                      "audio_features": [batch["audio_features"][i] for i in kept]})
+        parts.append({key: batch[key][rows, :width] for key in ("input_ids", "attention_mask", "labels")}
+                     | {"video_features": [batch["video_features"][i] for i in kept],
+                        "audio_features": [batch["audio_features"][i] for i in kept],
+                        "cut_samples": 0, "dropped_audio_windows": 0})
+    # What truncation cut is counted once, with the first part, so that the parts' counts add up to the batch's.
+    parts[0] |= {"cut_samples": batch["cut_samples"], "dropped_audio_windows": batch["dropped_audio_windows"]}
     return parts

@@ -287,7 +287,7 @@ def train(
     if accelerator.device.type == "cuda":
         frozen_in_bf16(model)
     if cfg.gradient_checkpointing:
-        model.llm.gradient_checkpointing_enable()
+        model.llm.activation_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups: list = trainable
     # The projectors may learn at their own rate (Bunny's mm_projector_lr), the audio projector at its own again.

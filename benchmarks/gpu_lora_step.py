@@ -57,7 +57,7 @@ def build(tiny: bool, device: str, gradient_checkpointing: bool):
                  llm, tokenizer, projector="mlp2x_gelu")
     model.configure_training("finetune", LoraConfig(rank=lora_rank, alpha=2 * lora_rank, dropout=0.05))
     if gradient_checkpointing:
-        model.llm.gradient_checkpointing_enable()
+        model.llm.activation_checkpointing_enable()
     return model.to(device), vision_width, audio_width
 
 

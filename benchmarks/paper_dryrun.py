@@ -176,7 +176,7 @@ def main() -> None:
     step = {}
     for checkpointing in (False, True):
         if checkpointing:
-            model.llm.gradient_checkpointing_enable()
+            model.llm.activation_checkpointing_enable()
         reset_peak(device)
         seconds, tokens = lora_step(model, items, s["batch"], device)
         step[checkpointing] = seconds

@@ -127,7 +127,7 @@ def test_no_prefix_is_shared_where_rows_would_compute_it_differently(make_model,
     assert dropping.train().shared_prefix(embeds, mask) == 0
     assert dropping.eval().shared_prefix(embeds, mask) > 0
     checkpointing = make_model()
-    checkpointing.llm.gradient_checkpointing_enable()  # recomputes each block in the backward pass and keeps no cache
+    checkpointing.llm.activation_checkpointing_enable()  # recomputes each block in the backward pass and keeps no cache
     assert checkpointing.train().shared_prefix(embeds, mask) == 0
 
 
@@ -271,6 +271,7 @@ def test_generate_learns_the_answer(make_model, samples, lora):
     # `answer` batches prompts by length, not in the order asked, and gives each answer back to its question.
     asked = [samples[i] for i in (2, 0, 1, 1, 2, 0, 2)]
     assert model.answer([dict(s, answer=None) for s in asked], batch_size=3, max_new_tokens=8) == [s["answer"] for s in asked]
+    assert model.answer([]) == []
 
 
 def test_encode_media_needs_matching_lists(make_model):

@@ -162,6 +162,10 @@ def test_rows_grouped_by_length_give_the_batch_its_own_loss_and_gradient(make_mo
     torch.testing.assert_close(grouped, whole)
     for a, b in zip(grouped_grads, whole_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    model.max_audio_windows = 1  # what truncation cut is counted once over the parts
+    truncated = model.collate(samples * 2)
+    assert truncated["dropped_audio_windows"] == 6
+    assert sum(p["dropped_audio_windows"] for p in split_by_length(truncated, 3)) == 6
     assert split_by_length(batch, 1) == [batch]
     with pytest.raises(ValueError, match="groups must be at least 1"):
         split_by_length(batch, 0)
@@ -172,6 +176,14 @@ def test_training_in_length_groups_ends_where_whole_batches_do(tmp_path):
     grouped, _ = helpers.run(tmp_path / "grouped", steps=6, lora=helpers.LORA_NO_DROPOUT, length_groups=2)
     for name, value in trainable_state(whole).items():
         torch.testing.assert_close(trainable_state(grouped)[name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
+    plain, _ = helpers.run(tmp_path / "plain", steps=4, lora=helpers.LORA_NO_DROPOUT)
+    checkpointed, _ = helpers.run(tmp_path / "checkpointed", steps=4, lora=helpers.LORA_NO_DROPOUT, gradient_checkpointing=True)
+    assert checkpointed.llm.is_activation_checkpointing
+    for name, value in trainable_state(plain).items():
+        torch.testing.assert_close(trainable_state(checkpointed)[name], value, rtol=0, atol=1e-5, msg=name)
 
 
 def test_batch_must_split_evenly(tmp_path):

@@ -50,10 +50,11 @@ def make_dataset(n: int = 12) -> list[dict]:
 
 
 def run(out, steps: int = 8, stage: str = "finetune", use_audio: bool = True, lora: LoraConfig = LORA, length_groups: int = 1,
-        **kwargs):
+        gradient_checkpointing: bool = False, **kwargs):
     torch.set_num_threads(1)
     model = make_model(use_audio)
-    cfg = TrainingConfig(steps=steps, batch_size=4, lr=5e-3, warmup=2, checkpoint_every=2, log_every=1, length_groups=length_groups)
+    cfg = TrainingConfig(steps=steps, batch_size=4, lr=5e-3, warmup=2, checkpoint_every=2, log_every=1, length_groups=length_groups,
+                         gradient_checkpointing=gradient_checkpointing)
     return model, train(model, make_dataset(), stage, cfg, out, seed=0, lora=lora, progress=False, **kwargs)
 
 
