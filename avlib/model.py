@@ -32,7 +32,7 @@ from avlib.config import LoraConfig, ModelConfig, save_config
 from avlib.integrity import file_digests, verify
 from avlib.progress import progress_bar
 from avlib.projector import build_projector
-from avlib.template import collate, end_of_turn_id, media_token_ids, pad_id
+from avlib.template import collate, end_of_turn_id, media_token_ids, pad_id, select_rows
 from avlib.vision_encoder import VisionEncoder
 
 Stage = Literal["pretrain_audio", "pretrain_vision", "finetune"]
@@ -159,7 +159,7 @@ class AVLM(nn.Module):
         embeds = self.embed(input_ids, video_features, audio_features)
         if logits_at is None:
             return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
-        llm = self.llm.get_base_model() if self.has_lora else self.llm
+        llm = self.base_llm
         decoder, attention_mask = llm.get_decoder(), attention_mask.to(embeds.device)
         logits_at = logits_at.to(embeds.device)
         wanted = logits_at.any(dim=0).nonzero()
@@ -179,7 +179,7 @@ class AVLM(nn.Module):
         while training (each row draws its own masks), or gradient checkpointing (which keeps no cache)."""
         if embeds.shape[0] < 2:
             return 0
-        llm = self.llm.get_base_model() if self.has_lora else self.llm
+        llm = self.base_llm
         if self.llm.training and (llm.is_activation_checkpointing or getattr(llm.config, "attention_dropout", 0.0)
                                   or any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.llm.modules())):
             return 0
@@ -214,24 +214,20 @@ class AVLM(nn.Module):
         self.eval()
         if not items:
             return []
-        prompts = self.collate([dict(item, answer=None) for item in items], with_answers=False)  # padded on the left
-        lengths = prompts["attention_mask"].sum(dim=1)
-        order = torch.argsort(lengths, stable=True).tolist()
+        prompts = self.collate(items, with_answers=False)  # padded on the left; answers, if any, left out
+        order = torch.argsort(prompts["attention_mask"].sum(dim=1), stable=True).tolist()
         answers: list[str] = [""] * len(items)
         for start in progress_bar(range(0, len(items), batch_size), show=progress, desc="answering"):
             rows = order[start : start + batch_size]
-            width = int(lengths[rows].max())
-            batch = {"input_ids": prompts["input_ids"][rows, -width:], "attention_mask": prompts["attention_mask"][rows, -width:],
-                     "video_features": [prompts["video_features"][i] for i in rows],
-                     "audio_features": [prompts["audio_features"][i] for i in rows]}
-            for i, text in zip(rows, self.generate(self.on_device(batch), max_new_tokens=max_new_tokens, temperature=temperature)):
+            batch = self.on_device(select_rows(prompts, rows, side="left"))
+            for i, text in zip(rows, self.generate(batch, max_new_tokens=max_new_tokens, temperature=temperature)):
                 answers[i] = text
         return answers
 
     def prompt_batch(self, items: list[dict]) -> dict:
         """Feature items as one batch of prompts, their answers left out (padded on the left, so every prompt ends at
         the last position), on the LLM's device."""
-        return self.on_device(self.collate([dict(item, answer=None) for item in items], with_answers=False))
+        return self.on_device(self.collate(items, with_answers=False))
 
     def on_device(self, batch: dict) -> dict:
         """A collated batch with its ids, mask and features moved to the LLM's device."""
@@ -243,6 +239,11 @@ class AVLM(nn.Module):
     @property
     def has_lora(self) -> bool:
         return isinstance(self.llm, PeftModel)
+
+    @property
+    def base_llm(self) -> PhiForCausalLM:
+        """The LLM itself, under its LoRA wrapper where it has one."""
+        return self.llm.get_base_model() if self.has_lora else self.llm
 
     def configure_training(self, stage: Stage, lora: LoraConfig | None = None) -> None:
         """Make exactly the parameters of `stage` trainable; everything else is frozen.

@@ -207,6 +207,17 @@ def collate(
     }
 
 
+def select_rows(batch: dict, rows: Sequence[int], side: str = "right") -> dict:
+    """Rows of a batch from `collate` (padded on `side`), cut to the longest of them: ids, mask, labels, features."""
+    if side not in ("right", "left"):
+        raise ValueError(f"padding side must be 'right' or 'left', got {side!r}")
+    rows = list(rows)
+    width = int(batch["attention_mask"][rows].sum(dim=1).max())
+    cut = slice(None, width) if side == "right" else slice(-width, None)
+    return ({key: batch[key][rows, cut] for key in ("input_ids", "attention_mask", "labels")}
+            | {key: [batch[key][i] for i in rows] for key in ("video_features", "audio_features")})
+
+
 def split_by_length(batch: dict, groups: int) -> list[dict]:
     """A training batch (right-padded, from `collate`) as up to `groups` batches of its rows sorted by length, each cut
     to its own longest row. Together they hold the same rows and the same supervised tokens, so their summed losses and
@@ -215,15 +226,9 @@ def split_by_length(batch: dict, groups: int) -> list[dict]:
         raise ValueError(f"groups must be at least 1, got {groups}")
     if groups == 1:
         return [batch]
-    lengths = batch["attention_mask"].sum(dim=1)
-    order = torch.argsort(lengths, stable=True)
-    parts = []
-    for rows in torch.tensor_split(order, min(groups, len(order))):
-        width, kept = int(lengths[rows].max()), rows.tolist()
-        parts.append({key: batch[key][rows, :width] for key in ("input_ids", "attention_mask", "labels")}
-                     | {"video_features": [batch["video_features"][i] for i in kept],
-                        "audio_features": [batch["audio_features"][i] for i in kept],
-                        "cut_samples": 0, "dropped_audio_windows": 0})
+    order = torch.argsort(batch["attention_mask"].sum(dim=1), stable=True)
+    parts = [select_rows(batch, rows.tolist()) | {"cut_samples": 0, "dropped_audio_windows": 0}
+             for rows in torch.tensor_split(order, min(groups, len(order)))]
     # What truncation cut is counted once, with the first part, so that the parts' counts add up to the batch's.
     parts[0] |= {"cut_samples": batch["cut_samples"], "dropped_audio_windows": batch["dropped_audio_windows"]}
     return parts
