@@ -1,4 +1,4 @@
-"""The CPU's arithmetic, pinned so that a run gives the same bits on any x86-64 machine.
+"""The CPU's arithmetic, pinned so that a run gives the same bits on another machine.
 
 PyTorch, oneDNN and MKL each pick kernels for the CPU they find: AVX-512 where
 it exists, AVX2 elsewhere. Those kernels sum in different orders and round
@@ -10,12 +10,26 @@ change the trained weights on their own):
 
 * ATEN_CPU_CAPABILITY=avx2: PyTorch's own vectorised kernels;
 * ONEDNN_MAX_CPU_ISA=AVX2: oneDNN's JIT kernels (convolutions);
-* MKL_CBWR=AVX2: MKL's conditional numerical reproducibility mode;
+* MKL_CBWR: MKL's conditional numerical reproducibility branch (its matrix products);
 * a fixed intra-op thread count.
+
+MKL honours its AVX2 branch on Intel processors only. On other CPUs (AMD's)
+it runs its AUTO branch instead, which is reproducible on that CPU model and
+no other; Intel documents this, and a run on an Intel Xeon gave other bits
+than the committed run on an AMD EPYC (the miniature Phi alone: validation
+perplexity 1.175852474, not 1.175852532). Hence three settings:
+
+* avx2 (the tiny profiles): MKL_CBWR=AVX2. The same bits on every Intel CPU
+  with AVX2; on another vendor's CPU, bits of its own, and `configure` warns.
+* compatible: MKL_CBWR=COMPATIBLE, MKL's SSE2 branch, which Intel documents as
+  the same on Intel and compatible CPUs. Its matrix products are slower
+  (`python benchmarks/cpu_kernels.py` prints by how much).
+* native: each library picks its widest kernels (the paper profile).
 
 Each library reads its setting once, at its first use: call `configure` at the
 start of a process, before any tensor is computed. It checks what it can and
-raises if it was called too late.
+raises if it was called too late. `describe` says what a process computed
+with: the CPU and the MKL branch actually running.
 
 Where a GPU is present, the stages use it (and nothing changes on a CPU):
 `for_inference` moves a frozen model there in bf16, for feature extraction and
@@ -25,25 +39,32 @@ the frozen weights to bf16 (avlib.train).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
+import warnings
+from pathlib import Path
 
 import torch
 
 from avlib.config import RuntimeConfig
 
 PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+MKL_BRANCH = {"avx2": "AVX2", "compatible": "COMPATIBLE"}  # runtime.cpu_kernels -> MKL_CBWR
+# mkl_cbwr_get's codes (MKL's mkl_cbwr.h) for the branches a run may end up on
+MKL_BRANCH_NAMES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
+                    9: "AVX", 10: "AVX2", 12: "AVX512", 14: "AVX512_E1"}
 
 
 def configure(runtime: RuntimeConfig) -> None:
     """Pin the CPU kernels and threads as `runtime` says (params.yaml's `runtime` section)."""
     if runtime.threads < 0:
         raise ValueError(f"runtime.threads must be 0 (the library's default) or more, got {runtime.threads}")
-    if runtime.cpu_kernels == "avx2":
+    if runtime.cpu_kernels in MKL_BRANCH:
         if platform.machine().lower() not in ("x86_64", "amd64"):
-            raise RuntimeError(f"runtime.cpu_kernels: avx2 pins x86-64 kernels, but this is {platform.machine()}; "
-                               "set runtime.cpu_kernels: native (results will differ from an x86-64 run)")
-        os.environ.update(PINNED)
+            raise RuntimeError(f"runtime.cpu_kernels: {runtime.cpu_kernels} pins x86-64 kernels, but this is "
+                               f"{platform.machine()}; set runtime.cpu_kernels: native (results will differ from an x86-64 run)")
+        os.environ.update({**PINNED, "MKL_CBWR": MKL_BRANCH[runtime.cpu_kernels]})
         capability = torch.backends.cpu.get_cpu_capability()
         if capability != "AVX2":
             raise RuntimeError(
@@ -51,14 +72,55 @@ def configure(runtime: RuntimeConfig) -> None:
                 "native; results will differ from the committed run), or a tensor was computed before "
                 "avlib.runtime.configure (call it first thing in the process)"
             )
+        branch = mkl_branch()
+        if branch is not None and branch != MKL_BRANCH[runtime.cpu_kernels]:
+            warnings.warn(
+                f"MKL runs its {branch} branch, not {MKL_BRANCH[runtime.cpu_kernels]}, on this CPU ({cpu_name()}): MKL keeps "
+                "its AVX2 branch for Intel processors, so this run's bits match runs on this CPU model only, not the "
+                "committed run. For bits that match any x86-64 CPU, set runtime.cpu_kernels: compatible (slower).",
+                stacklevel=2,
+            )
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
+
+
+def _mkl():
+    """PyTorch's bundled MKL, or None where this build has none (aarch64, other BLAS)."""
+    try:
+        library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get = library.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    get.argtypes, get.restype = [ctypes.c_int], ctypes.c_int
+    return get
+
+
+def mkl_branch() -> str | None:
+    """The branch MKL's matrix products run on ("AVX2", "AUTO", ...), after it was first used; None without MKL."""
+    get = _mkl()
+    if get is None:
+        return None
+    torch.ones(64, 64) @ torch.ones(64, 64)  # MKL settles its branch at its first matrix product
+    code = get(1)  # MKL_CBWR_BRANCH
+    return MKL_BRANCH_NAMES.get(code, str(code))
+
+
+def cpu_name() -> str:
+    """The CPU's vendor and model, as /proc/cpuinfo names it (else what platform knows)."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def describe() -> dict:
     """What this process computes with: for a run's record."""
     return {
+        "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl_branch": mkl_branch(),
         "threads": torch.get_num_threads(),
         **{name: os.environ.get(name) for name in PINNED},
     }

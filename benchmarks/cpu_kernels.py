@@ -1,10 +1,11 @@
-"""Benchmark: what pinning the CPU kernels to AVX2 (runtime.cpu_kernels: avx2) costs.
+"""Benchmark: what pinning the CPU kernels (runtime.cpu_kernels: avx2 or compatible) costs.
 
 Runs benchmarks/train_step.py (a tiny finetuning step, with and without the
-encoders) in fresh processes, alternately with the pinned AVX2 kernels and
-with the CPU's native ones (AVX-512 where it has it), --rounds times each, and
-prints the best seconds per step of each and their ratio. Each library picks
-its kernels once per process, hence one process per measurement.
+encoders) in fresh processes, in turn with the CPU's native kernels (AVX-512
+where it has it), the pinned AVX2 ones and the pinned ones with MKL's SSE2
+branch (compatible), --rounds times each, and prints the best seconds per step
+of each and its ratio to native. Each library picks its kernels once per
+process, hence one process per measurement.
 
     python benchmarks/cpu_kernels.py [--rounds 3] [--steps 20]
 """
@@ -23,9 +24,9 @@ STEP = Path(__file__).with_name("train_step.py")
 def measure(kernels: str, steps: int) -> dict[str, float]:
     out = subprocess.run([sys.executable, str(STEP), "--steps", str(steps), "--cpu-kernels", kernels, "--device", "cpu"],
                          capture_output=True, text=True, check=True).stdout
-    capability = re.search(r"CPU kernels (\w+)", out).group(1)
+    capability, mkl = re.search(r"CPU kernels (\w+), MKL branch (\w+)", out).groups()
     times = {label: float(value) for label, value in re.findall(r"step from (cached features|raw media)[^:]*: ([\d.]+) s/step", out)}
-    return {"capability": capability, **times}
+    return {"capability": capability, "mkl": mkl, **times}
 
 
 def main() -> None:
@@ -33,16 +34,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    runs: dict[str, list[dict]] = {"native": [], "avx2": []}
+    runs: dict[str, list[dict]] = {"native": [], "avx2": [], "compatible": []}
     for _ in range(args.rounds):  # interleaved, so drift hits both alike
         for kernels in runs:
             runs[kernels].append(measure(kernels, args.steps))
     best = {k: {label: min(r[label] for r in v) for label in ("cached features", "raw media")} for k, v in runs.items()}
     for kernels, values in best.items():
-        print(f"{kernels:6s} ({runs[kernels][0]['capability']}): {values['cached features']:.3f} s/step from cached features, "
-              f"{values['raw media']:.3f} s/step with the encoders")
-    for label in ("cached features", "raw media"):
-        print(f"avx2 / native, {label}: {best['avx2'][label] / best['native'][label]:.2f}x")
+        print(f"{kernels:10s} ({runs[kernels][0]['capability']}, MKL {runs[kernels][0]['mkl']}): {values['cached features']:.3f} "
+              f"s/step from cached features, {values['raw media']:.3f} s/step with the encoders")
+    for kernels in ("avx2", "compatible"):
+        for label in ("cached features", "raw media"):
+            print(f"{kernels} / native, {label}: {best[kernels][label] / best['native'][label]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from transformers.activations import ACT2FN
 
 from avlib.builders import build_model
 from avlib.config import load_params
-from avlib.runtime import configure
+from avlib.runtime import configure, mkl_branch
 from avlib.tokenizer import train_tokenizer
 from avlib.template import IGNORE_INDEX, split_by_length
 from avlib.train import batch_indices, predicting, supervised_loss
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--run", action="store_true", help="the pipeline's model and finetuning data (needs make repro)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--cpu-kernels", choices=("avx2", "native"), help="default: params.yaml's runtime.cpu_kernels")
+    parser.add_argument("--cpu-kernels", choices=("avx2", "compatible", "native"), help="default: params.yaml's runtime.cpu_kernels")
     args = parser.parse_args()
 
     params = load_params()
@@ -128,7 +128,8 @@ def main() -> None:
 
     shape = batch_of("cached", 0)["input_ids"].shape
     print(f"device {args.device}, batch {args.batch}, length groups {params.finetune.length_groups}, sequence length {shape[1]}, "
-          f"vocabulary {model.llm.config.vocab_size}, torch threads {torch.get_num_threads()}, CPU kernels {torch.backends.cpu.get_cpu_capability()}")
+          f"vocabulary {model.llm.config.vocab_size}, torch threads {torch.get_num_threads()}, CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+          f"MKL branch {mkl_branch()}")
     results = {}
     for mode in [*modes, *modes]:  # interleaved, so drift hits all alike
         step(mode, batch_of(mode, 0))  # warm-up

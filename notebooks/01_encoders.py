@@ -43,11 +43,12 @@ import torch
 
 from avlib.config import load_params
 from avlib.foundation import build_foundation, check_paper_models, load_foundation_model, require_corpus
-from avlib.runtime import configure as configure_runtime, for_inference
+from avlib.runtime import configure as configure_runtime, describe as computed_with, for_inference
 
 params = load_params(params_file)
-configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every Intel CPU (avlib/runtime.py says where not)
 print(f"profile: {params.profile}, builder: {params.model.builder}")
+print("computing with:", computed_with())  # the CPU and the kernels: runs on the same settings give the same bits
 
 # %% [markdown]
 # ## A look at the data

@@ -35,7 +35,8 @@ def test_paper_dryrun_runs_tiny_on_cpu():
 @pytest.mark.slow
 def test_cpu_kernels_benchmark_prints_its_ratio():
     out = run(BENCHMARKS / "cpu_kernels.py", "--rounds", "1", "--steps", "2")
-    assert "avx2 / native, cached features:" in out and "(AVX2)" in out
+    assert "avx2 / native, cached features:" in out and "compatible / native, cached features:" in out
+    assert "(AVX2, MKL " in out
 
 
 @pytest.mark.slow

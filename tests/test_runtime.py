@@ -63,6 +63,40 @@ def test_configure_refuses_to_pin_after_kernels_were_chosen():
     assert out.returncode != 0 and "a tensor was computed before avlib.runtime.configure" in out.stderr
 
 
+def configure_in_fresh_process(kernels: str, machine: dict) -> subprocess.CompletedProcess:
+    code = ("import json, warnings; warnings.simplefilter('always'); from avlib.config import RuntimeConfig; "
+            f"from avlib.runtime import configure, describe; configure(RuntimeConfig(cpu_kernels='{kernels}')); "
+            "print(json.dumps(describe()))")
+    env = {k: v for k, v in os.environ.items() if k not in NATIVE} | machine
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def has_mkl() -> bool:
+    from avlib.runtime import mkl_branch
+
+    return mkl_branch() is not None
+
+
+@pytest.mark.skipif(not has_mkl(), reason="this PyTorch build has no MKL")
+def test_each_setting_runs_the_mkl_branch_it_names_and_the_record_says_so():
+    for kernels, branch in (("avx2", "AVX2"), ("compatible", "COMPATIBLE")):
+        out = configure_in_fresh_process(kernels, {})
+        assert out.returncode == 0, out.stderr[-2000:]
+        record = json.loads(out.stdout.splitlines()[-1])
+        assert record["mkl_branch"] == branch and record["MKL_CBWR"] == branch
+        assert record["cpu_capability"] == "AVX2" and record["cpu"]
+        assert "MKL runs its" not in out.stderr
+
+
+@pytest.mark.skipif(not has_mkl(), reason="this PyTorch build has no MKL")
+def test_a_cpu_where_mkl_ignores_the_avx2_branch_is_named_in_a_warning():
+    # MKL told it has no AVX2 falls back to its AUTO branch, as it does on a non-Intel CPU
+    out = configure_in_fresh_process("avx2", {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1])["mkl_branch"] == "AUTO"
+    assert "MKL runs its AUTO branch, not AVX2" in out.stderr and "runtime.cpu_kernels: compatible" in out.stderr
+
+
 def test_threads_are_pinned_and_a_negative_count_is_refused():
     from avlib.config import RuntimeConfig
     from avlib.runtime import configure
