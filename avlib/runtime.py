@@ -15,9 +15,10 @@ change the trained weights on their own):
 
 MKL honours its AVX2 branch on Intel processors only. On other CPUs (AMD's)
 it runs its AUTO branch instead, which is reproducible on that CPU model and
-no other; Intel documents this, and a run on an Intel Xeon gave other bits
-than the committed run on an AMD EPYC (the miniature Phi alone: validation
-perplexity 1.175852474, not 1.175852532). Hence three settings:
+no other. Intel documents this, and a rerun on an Intel Xeon gave other bits
+than the committed run of the day before, made where earlier runs named an
+AMD EPYC (the miniature Phi alone: validation perplexity 1.175852474, not
+1.175852532). Hence three settings:
 
 * avx2 (the tiny profiles): MKL_CBWR=AVX2. The same bits on every Intel CPU
   with AVX2; on another vendor's CPU, bits of its own, and `configure` warns.
