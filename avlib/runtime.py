@@ -107,13 +107,21 @@ def mkl_branch() -> str | None:
 
 
 def cpu_name() -> str:
-    """The CPU's vendor and model, as /proc/cpuinfo names it (else what platform knows)."""
+    """The CPU's vendor, family, model and name as /proc/cpuinfo gives them (else what platform knows).
+
+    The vendor decides which MKL branch runs; under a hypervisor the name is often generic.
+    """
     info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    if not info.is_file():
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in info.read_text().splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip() and fields:
+            break  # the first processor is enough
+        fields.setdefault(key.strip(), value.strip())
+    return (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}: "
+            f"{fields.get('model name', '?')}")
 
 
 def describe() -> dict:
