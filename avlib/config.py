@@ -232,11 +232,11 @@ class CorpusConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How the CPU computes (avlib.runtime): the same bits on every machine, or the fastest kernels."""
+    """How the CPU computes (avlib.runtime): the same bits on other machines, or the fastest kernels."""
 
     # avx2: the same AVX2 kernels (PyTorch, oneDNN, MKL) on every Intel CPU, so results do not depend
     # on which; MKL ignores its AVX2 branch on other vendors' CPUs (avlib.runtime says so when it runs);
-    # compatible: MKL's SSE2 branch, documented the same on any x86-64 CPU, slower; native: each
+    # compatible: MKL's SSE2 branch, documented the same on Intel and AMD CPUs, slower; native: each
     # library picks the widest its CPU has (AVX-512 ...).
     cpu_kernels: Literal["avx2", "compatible", "native"] = "avx2"
     threads: int = 2  # intra-op CPU threads; reductions split by thread count, so it is pinned too. 0: library default

@@ -44,7 +44,7 @@ from avlib.template import IGNORE_INDEX
 from avlib.stages import load_trained_model, open_cache, run_stage
 
 params = load_params(params_file)
-configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every Intel CPU (avlib/runtime.py says where not)
 
 # %% [markdown]
 # ## One training example, token by token

@@ -49,7 +49,7 @@ from avlib.stages import launch_command, load_trained_model, open_cache, pretrai
 if variant not in ("av", "vision_only"):
     raise ValueError(f"variant must be 'av' or 'vision_only', got {variant!r}")
 params = load_params(params_file)
-configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every Intel CPU (avlib/runtime.py says where not)
 use_audio = variant == "av"
 pretrained = pretrained_parts(params, pretrain_dir)  # what stage 2 trained
 

@@ -52,7 +52,7 @@ from avlib.runtime import configure as configure_runtime, for_inference
 from avlib.stages import load_trained_model, open_cache, pretrained_parts
 
 params = load_params(params_file)
-configure_runtime(params.runtime)  # the same CPU arithmetic on every machine (avlib/runtime.py)
+configure_runtime(params.runtime)  # the same CPU arithmetic on every Intel CPU (avlib/runtime.py says where not)
 runs = Path(runs_dir)
 pretrained = pretrained_parts(params, runs / "pretrain")
 models = {
