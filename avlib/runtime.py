@@ -73,14 +73,12 @@ def configure(runtime: RuntimeConfig) -> None:
                 "native; results will differ from the committed run), or a tensor was computed before "
                 "avlib.runtime.configure (call it first thing in the process)"
             )
-        branch = mkl_branch()
-        if branch is not None and branch != MKL_BRANCH[runtime.cpu_kernels]:
-            warnings.warn(
-                f"MKL runs its {branch} branch, not {MKL_BRANCH[runtime.cpu_kernels]}, on this CPU ({cpu_name()}): MKL keeps "
-                "its AVX2 branch for Intel processors, so this run's bits match runs on this CPU model only, not the "
-                "committed run. For bits that match any x86-64 CPU, set runtime.cpu_kernels: compatible (slower).",
-                stacklevel=2,
-            )
+        branch, asked = mkl_branch(), MKL_BRANCH[runtime.cpu_kernels]
+        if branch is not None and branch != asked:
+            remedy = ("MKL keeps its AVX2 branch for Intel processors; for bits that match any x86-64 CPU, set "
+                      "runtime.cpu_kernels: compatible (slower)" if asked == "AVX2" else "no setting here pins it further")
+            warnings.warn(f"MKL runs its {branch} branch, not {asked}, on this CPU ({cpu_name()}): this run's bits match "
+                          f"runs on this CPU model only, not the committed run. {remedy}.", stacklevel=2)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
 
