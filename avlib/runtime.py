@@ -50,7 +50,7 @@ import torch
 
 from avlib.config import RuntimeConfig
 
-PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # and MKL_CBWR, by setting:
 MKL_BRANCH = {"avx2": "AVX2", "compatible": "COMPATIBLE"}  # runtime.cpu_kernels -> MKL_CBWR
 # mkl_cbwr_get's codes (MKL's mkl_cbwr.h) for the branches a run may end up on
 MKL_BRANCH_NAMES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
@@ -62,10 +62,11 @@ def configure(runtime: RuntimeConfig) -> None:
     if runtime.threads < 0:
         raise ValueError(f"runtime.threads must be 0 (the library's default) or more, got {runtime.threads}")
     if runtime.cpu_kernels in MKL_BRANCH:
+        asked = MKL_BRANCH[runtime.cpu_kernels]
         if platform.machine().lower() not in ("x86_64", "amd64"):
             raise RuntimeError(f"runtime.cpu_kernels: {runtime.cpu_kernels} pins x86-64 kernels, but this is "
                                f"{platform.machine()}; set runtime.cpu_kernels: native (results will differ from an x86-64 run)")
-        os.environ.update({**PINNED, "MKL_CBWR": MKL_BRANCH[runtime.cpu_kernels]})
+        os.environ.update({**PINNED, "MKL_CBWR": asked})
         capability = torch.backends.cpu.get_cpu_capability()
         if capability != "AVX2":
             raise RuntimeError(
@@ -73,7 +74,7 @@ def configure(runtime: RuntimeConfig) -> None:
                 "native; results will differ from the committed run), or a tensor was computed before "
                 "avlib.runtime.configure (call it first thing in the process)"
             )
-        branch, asked = mkl_branch(), MKL_BRANCH[runtime.cpu_kernels]
+        branch = mkl_branch()
         if branch is not None and branch != asked:
             remedy = ("MKL keeps its AVX2 branch for Intel processors; for bits that match any x86-64 CPU, set "
                       "runtime.cpu_kernels: compatible (slower)" if asked == "AVX2" else "no setting here pins it further")
@@ -129,7 +130,7 @@ def describe() -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_branch": mkl_branch(),
         "threads": torch.get_num_threads(),
-        **{name: os.environ.get(name) for name in PINNED},
+        **{name: os.environ.get(name) for name in (*PINNED, "MKL_CBWR")},
     }
 
 
