@@ -65,6 +65,7 @@ class AVLM(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.use_audio = use_audio
+        self.lora_merged = False  # merge_lora: for answering only
         width = llm.get_input_embeddings().embedding_dim
         self.audio_projector = build_projector(projector, audio_encoder.width, width)
         self.vision_projector = build_projector(projector, vision_encoder.width, width)
@@ -284,6 +285,16 @@ class AVLM(nn.Module):
         )
         self.llm = get_peft_model(self.llm, config)
 
+    def merge_lora(self) -> AVLM:
+        """For answering only: each LoRA adapter folded into the weight it adapts (W + B A alpha/r), so that a forward
+        pass computes one matrix product per adapted layer instead of three. Answers stay the same but for float
+        rounding; the model is frozen and can no longer be saved as adapters (save before merging)."""
+        if self.has_lora:
+            self.llm = self.llm.merge_and_unload()
+            self.lora_merged = True
+        self.requires_grad_(False)
+        return self
+
     def trained_parts(self) -> list[str]:
         """Names of the parts that have trainable parameters now."""
         parts = [name for name in PROJECTORS if any(p.requires_grad for p in getattr(self, name).parameters())]
@@ -293,6 +304,9 @@ class AVLM(nn.Module):
 
     def save_trained(self, directory: str | Path, config=None) -> list[str]:
         """Save only what is being trained (projectors as safetensors, LoRA through peft), plus the config."""
+        if self.lora_merged:
+            raise ValueError("this model's LoRA adapters were merged into the LLM for answering (merge_lora, which "
+                             "avlib.runtime.for_inference calls): save it before merging")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         parts = self.trained_parts()

@@ -231,6 +231,35 @@ def test_save_then_load_reproduces_logits_exactly(make_model, samples, lora, cfg
     assert torch.equal(run(restored, batch).logits, expected)
 
 
+def test_merged_adapters_give_the_same_logits_and_answers_and_refuse_to_be_saved(make_model, samples, lora, tmp_path):
+    from avlib.runtime import for_inference
+
+    model = _lora_moved(make_model(), lora).eval()
+    batch = model.collate(samples)
+    apart = run(model, batch).logits
+    prompts = model.collate(samples, with_answers=False)
+    answers = model.generate(prompts, max_new_tokens=6)
+    with torch.no_grad(), model.llm.disable_adapter():
+        base = run(model, batch).logits
+    assert not torch.allclose(apart, base, atol=1e-3)  # the adapters matter here, so merging them must carry them over
+    merged = for_inference(model)
+    assert merged.lora_merged and not merged.has_lora
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    assert not any(p.requires_grad for p in merged.parameters())
+    torch.testing.assert_close(run(merged, batch).logits, apart, rtol=1e-4, atol=1e-4)
+    assert merged.generate(prompts, max_new_tokens=6) == answers
+    with pytest.raises(ValueError, match="save it before merging"):
+        merged.save_trained(tmp_path / "run")
+
+
+def test_merging_a_model_without_adapters_changes_nothing(make_model, samples):
+    model = make_model().eval()
+    batch = model.collate(samples)
+    expected = run(model, batch).logits
+    assert not model.merge_lora().lora_merged
+    assert torch.equal(run(model, batch).logits, expected)
+
+
 def test_projector_pretraining_saves_only_its_projector(make_model, samples, tmp_path):
     model = make_model()
     model.configure_training("pretrain_audio")

@@ -1,0 +1,67 @@
+"""Benchmark: installing requirements.lock into a new virtual environment from pip's package cache, with pip
+compiling every module to bytecode (pip's default) and without (`--no-compile`, as tools/venv.sh installs), side by
+side in one run; then the first import of the study's packages in each, where the second way compiles what it imports.
+
+Needs the packages in pip's cache (one `make venv` before) and a few GB of free disk under --dir.
+
+    python benchmarks/venv_install.py [--rounds R] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORTS = "import torch, transformers, peft, whisper, open_clip, papermill, matplotlib, seaborn, dvc.repo"
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def install(venv: Path, compile_: bool) -> tuple[float, float]:
+    """(seconds to install the lock, seconds of the first import) in a new environment at `venv`."""
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    flags = [] if compile_ else ["--no-compile"]
+    subprocess.run([python, "-m", "pip", "install", "--quiet", *flags, "--upgrade", "pip==26.3"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = timed([python, "-m", "pip", "install", "--quiet", *flags, "-r", str(ROOT / "requirements.lock")])
+    return seconds, timed([python, "-c", IMPORTS])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=1, help="each way installed this many times, alternating")
+    parser.add_argument("--dir", default=None, help="where the scratch environment goes (default: a temporary folder)")
+    args = parser.parse_args()
+    scratch = Path(args.dir or tempfile.mkdtemp(prefix="venv-bench-"))
+    venv = scratch / "venv"
+    ways = {"compiled at install (pip's default)": True, "--no-compile": False}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+    try:
+        for _ in range(args.rounds):
+            for name, compile_ in ways.items():
+                results[name].append(install(venv, compile_))
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
+    print(f"requirements.lock from pip's cache into a new environment ({args.rounds} round(s); best shown):")
+    together = {}
+    for name, runs in results.items():
+        together[name] = min(i + f for i, f in runs)
+        print(f"  {name:36s} install {min(i for i, _ in runs):6.1f} s  first import {min(f for _, f in runs):5.1f} s  "
+              f"together {together[name]:6.1f} s")
+    default, lazy = together.values()
+    print(f"  --no-compile against the default, install and first import together: {lazy / default:.2f}x the time")
+
+if __name__ == "__main__":
+    main()
