@@ -44,8 +44,10 @@ bench: venv
 	$(PY) benchmarks/corpus_build.py
 	$(PY) benchmarks/cache_epoch.py --limit 640  # needs stage 1: make repro first
 	$(PY) benchmarks/cpu_kernels.py
+	$(PY) benchmarks/answer_speed.py            # needs make repro first
 	$(PY) benchmarks/paper_dryrun.py --tiny     # on a GPU machine: without --tiny
 	$(PY) benchmarks/stage_times.py             # the last make repro, per stage
+	@echo "not run here (three new environments, a few GB): $(PY) benchmarks/venv_install.py"
 
 ## lock: re-resolve requirements.in into requirements.lock in a scratch environment
 lock:

@@ -1,8 +1,9 @@
-"""Benchmark: installing requirements.lock into a new virtual environment from pip's package cache, with pip
-compiling every module to bytecode (pip's default) and without (`--no-compile`, as tools/venv.sh installs), side by
-side in one run; then the first import of the study's packages in each, where the second way compiles what it imports.
+"""Benchmark: installing requirements.lock into a new virtual environment with pip compiling every module to
+bytecode (pip's default, as tools/venv.sh installs) and without (`--no-compile`), side by side in one run; then a
+process importing the study's packages in each, with PYTHONDONTWRITEBYTECODE set as on CI machines. There no
+process writes bytecode, so without it every process compiles what it imports from source, again.
 
-Needs the packages in pip's cache (one `make venv` before) and a few GB of free disk under --dir.
+Needs a few GB of free disk under --dir; pip finds the packages where it is configured to (its cache, local folders).
 
     python benchmarks/venv_install.py [--rounds R] [--dir DIR]
 """
@@ -10,6 +11,7 @@ Needs the packages in pip's cache (one `make venv` before) and a few GB of free 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -21,14 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 IMPORTS = "import torch, transformers, peft, whisper, open_clip, papermill, matplotlib, seaborn, dvc.repo"
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
 def install(venv: Path, compile_: bool) -> tuple[float, float]:
-    """(seconds to install the lock, seconds of the first import) in a new environment at `venv`."""
+    """(seconds to install the lock, seconds of one process's imports) in a new environment at `venv`."""
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
@@ -36,7 +38,7 @@ def install(venv: Path, compile_: bool) -> tuple[float, float]:
     subprocess.run([python, "-m", "pip", "install", "--quiet", *flags, "--upgrade", "pip==26.3"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = timed([python, "-m", "pip", "install", "--quiet", *flags, "-r", str(ROOT / "requirements.lock")])
-    return seconds, timed([python, "-c", IMPORTS])
+    return seconds, timed([python, "-c", IMPORTS], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
 
 
 def main() -> None:
@@ -58,10 +60,12 @@ def main() -> None:
     together = {}
     for name, runs in results.items():
         together[name] = min(i + f for i, f in runs)
-        print(f"  {name:36s} install {min(i for i, _ in runs):6.1f} s  first import {min(f for _, f in runs):5.1f} s  "
+        print(f"  {name:36s} install {min(i for i, _ in runs):6.1f} s  imports {min(f for _, f in runs):5.1f} s a process  "
               f"together {together[name]:6.1f} s")
     default, lazy = together.values()
-    print(f"  --no-compile against the default, install and first import together: {lazy / default:.2f}x the time")
+    print(f"  --no-compile against the default, install and one process's imports together: {lazy / default:.2f}x the time")
+    print("  (a make repro starts about a dozen processes that import the stack: dvc, papermill and a kernel per notebook)")
+
 
 if __name__ == "__main__":
     main()

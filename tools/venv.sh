@@ -21,11 +21,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   # This machine's pip config names local package folders that may lack a
   # package; pip warns once per package. Those lines are noise, the rest is not.
   quiet() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
-  # --no-compile: Python compiles each module it imports on first use instead of pip compiling all of them at
-  # install: from the package cache, 71 s instead of 122 s, and the first import of the study's packages then takes
-  # 20 s instead of 10.5 (python benchmarks/venv_install.py: 0.69x the time together).
-  quiet "$venv/bin/python" -m pip install --quiet --no-compile --upgrade pip==26.3
-  quiet "$venv/bin/python" -m pip install --quiet --no-compile -r "$lock"
+  quiet "$venv/bin/python" -m pip install --quiet --upgrade pip==26.3
+  quiet "$venv/bin/python" -m pip install --quiet -r "$lock"
   echo "$digest" > "$stamp"
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
