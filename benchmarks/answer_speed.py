@@ -9,7 +9,6 @@ Prints the seconds each way takes on the same questions, their ratio, and how ma
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
@@ -22,14 +21,11 @@ from avlib.datasets import read_qa_benchmark
 from avlib.evaluate import benchmark_dir, feature_items
 from avlib.runtime import configure
 from avlib.stages import load_trained_model, open_cache, pretrained_parts
+from study_paths import study_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--foundation", default="checkpoints/foundation")
-    parser.add_argument("--features", default="features")
+    parser = study_parser(__doc__)
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--items", type=int, default=1200, help="questions, taken evenly across the benchmark")
     parser.add_argument("--rounds", type=int, default=2, help="each way timed this many times, alternating")

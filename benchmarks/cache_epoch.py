@@ -9,7 +9,6 @@ clip and runs the frozen encoders inside the step, as training without a cache m
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -23,14 +22,11 @@ from avlib.features import FeatureDataset
 from avlib.runtime import configure
 from avlib.stages import load_trained_model, open_cache, stage_examples
 from avlib.train import batch_indices
+from study_paths import study_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--foundation", default="checkpoints/foundation")
-    parser.add_argument("--features", default="features")
+    parser = study_parser(__doc__)
     parser.add_argument("--limit", type=int, default=None, help="examples to train on (default: one whole epoch)")
     args = parser.parse_args()
     params = load_params(args.params)

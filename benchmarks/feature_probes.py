@@ -24,20 +24,15 @@ feature cache as `make repro` left them; trains nothing that is kept.
 
 from __future__ import annotations
 
-import argparse
-
 from avlib.config import load_params
 from avlib.probes import AUDIO_FACTS, VIDEO_FACTS, VIEWS, clip_views, probe_fact
 from avlib.runtime import configure
 from avlib.stages import load_trained_model, open_cache
+from study_paths import study_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--foundation", default="checkpoints/foundation")
-    parser.add_argument("--features", default="features")
+    parser = study_parser(__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per probe")
     args = parser.parse_args()
     params = load_params(args.params)

@@ -187,6 +187,17 @@ def test_the_feature_probes_read_the_pipelines_cache(smoke_repo):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_the_answer_benchmark_compares_merged_and_separate_adapters(smoke_repo):
+    import re
+
+    out = sh(sys.executable, "benchmarks/answer_speed.py", "--items", "40", "--rounds", "1", cwd=smoke_repo).stdout
+    assert "adapters apart" in out and "adapters merged" in out and "merged / apart:" in out, out
+    same, total = map(int, re.search(r"the same answer both ways: (\d+) of (\d+)", out).groups())
+    assert 0 < total <= 40 and same >= 0.9 * total, out  # merging changes the arithmetic by rounding only
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_executed_notebooks_are_free_of_noise(smoke_repo):
     import re
 
