@@ -32,10 +32,11 @@ start of a process, before any tensor is computed. It checks what it can and
 raises if it was called too late. `describe` says what a process computed
 with: the CPU and the MKL branch actually running.
 
-Where a GPU is present, the stages use it (and nothing changes on a CPU):
-`for_inference` moves a frozen model there in bf16, for feature extraction and
-for generating answers; training keeps its trainable parts in fp32 and casts
-the frozen weights to bf16 (avlib.train).
+Where a GPU is present, the stages use it: `for_inference` moves a frozen model
+there in bf16, for feature extraction and for generating answers (on every
+device it first merges the model's LoRA adapters into the LLM's weights);
+training keeps its trainable parts in fp32 and casts the frozen weights to bf16
+(avlib.train).
 """
 
 from __future__ import annotations
