@@ -20,14 +20,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _load(args):
     from avlib.config import load_params
     from avlib.runtime import configure
-    from avlib.stages import load_trained_model, pretrained_parts
+    from avlib.foundation import MissingData
+    from avlib.stages import finetuned_parts, load_trained_model
 
     params = load_params(args.params)
     configure(params.runtime)
-    runs = [*pretrained_parts(params, Path(args.runs) / "pretrain"), Path(args.runs) / "finetune" / args.model / "final"]
-    missing = [str(r) for r in runs if not (r / "parts.json").is_file()]
-    if missing:
-        raise SystemExit(f"error: no trained model at {', '.join(missing)}; run the study first (make repro)")
+    try:
+        runs = finetuned_parts(params, args.runs, args.model)
+    except MissingData as err:
+        raise SystemExit(f"error: {err}") from None
     model = load_trained_model(params, args.foundation, runs, use_audio=args.model == "av")
     return params, model
 

@@ -22,7 +22,7 @@ import torch
 from avlib.config import load_params
 from avlib.datasets import DataError, read_corpus_split, subsample
 from avlib.features import FeatureCache, FeatureDataset, corpus_media, extract, spec_for
-from avlib.foundation import load_foundation_model
+from avlib.foundation import MissingData, load_foundation_model
 from avlib.runtime import compute_dtype, configure, for_inference
 from avlib.train import FINAL, RunResult, train
 
@@ -65,6 +65,16 @@ def pretrained_parts(params, pretrain_dir: str | Path) -> list[Path]:
     parts = [Path(pretrain_dir) / "audio" / FINAL]
     if params.pretrain.train_vision_projector:
         parts.append(Path(pretrain_dir) / "vision" / FINAL)
+    return parts
+
+
+def finetuned_parts(params, runs_dir: str | Path, variant: str) -> list[Path]:
+    """The folders a finetuned model loads in order: stage 2's, then `variant`'s finetuning (av or vision_only);
+    raises MissingData naming those not trained yet."""
+    parts = [*pretrained_parts(params, Path(runs_dir) / "pretrain"), Path(runs_dir) / "finetune" / variant / FINAL]
+    missing = [str(p) for p in parts if not (p / "parts.json").is_file()]
+    if missing:
+        raise MissingData(f"no trained model at {', '.join(missing)}; run the study first (make repro)")
     return parts
 
 

@@ -20,7 +20,8 @@ from avlib.config import load_params
 from avlib.datasets import read_qa_benchmark
 from avlib.evaluate import benchmark_dir, feature_items
 from avlib.runtime import configure
-from avlib.stages import load_trained_model, open_cache, pretrained_parts
+from avlib.foundation import MissingData
+from avlib.stages import finetuned_parts, load_trained_model, open_cache
 from study_paths import study_parser
 
 
@@ -33,11 +34,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     configure(params.runtime)
-    runs = Path(args.runs)
-    trained = [*pretrained_parts(params, runs / "pretrain"), runs / "finetune" / "av" / "final"]
-    missing = [str(p) for p in trained if not (p / "parts.json").is_file()]
-    if missing:
-        raise SystemExit(f"no trained AV model at {', '.join(missing)}: run the study first (make repro)")
+    try:
+        trained = finetuned_parts(params, args.runs, "av")
+    except MissingData as err:
+        raise SystemExit(str(err)) from None
     apart = load_trained_model(params, args.foundation, trained)
     cache = open_cache(params, apart, args.data, args.features)
     data = Path(args.data)
