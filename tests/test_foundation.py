@@ -189,3 +189,43 @@ def test_the_projectors_start_from_the_seed_in_every_process(small_foundation, s
     runs = {subprocess.run([sys.executable, "-c", code, str(small_foundation), str(draws)], input=text, text=True,
                            capture_output=True, check=True).stdout.strip() for draws in (1, 7)}
     assert len(runs) == 1  # random numbers drawn before loading change nothing
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer(small_corpus, small_params):
+    from avlib.tokenizer import train_tokenizer
+
+    return train_tokenizer(recipes.corpus_texts(small_corpus, "train"), small_params.model.tiny.vocab_size)
+
+
+def test_side_by_side_each_encoder_gets_the_bits_of_a_one_thread_training(small_params, small_corpus, small_tokenizer, tmp_path):
+    import dataclasses
+
+    from avlib.runtime import threads_set_to
+
+    params = dataclasses.replace(small_params, foundation=dataclasses.replace(
+        small_params.foundation, side_by_side=True,
+        whisper=dataclasses.replace(small_params.foundation.whisper, steps=12),
+        siglip=dataclasses.replace(small_params.foundation.siglip, steps=12)))
+    lines = []
+    threads = torch.get_num_threads()
+    whisper_scores, siglip_scores, clip = fd.train_encoders_side_by_side(small_corpus, params, small_tokenizer,
+                                                                          tmp_path / "whisper.pt", lines.append)
+    assert torch.get_num_threads() == threads, "this process goes back to its thread count"
+    assert [line.split(":")[0] for line in lines] == ["whisper", "siglip"]
+    quiet = lambda *a: None  # noqa: E731
+    with threads_set_to(1):
+        speech, whisper_alone = recipes.train_whisper(small_corpus, params, small_tokenizer, quiet)
+        clip_alone, siglip_alone = recipes.train_siglip(small_corpus, params, small_tokenizer, quiet)
+    saved = whisper.load_model(str(tmp_path / "whisper.pt"), device="cpu").state_dict()
+    assert all(torch.equal(saved[name], value) for name, value in speech.state_dict().items())
+    trained = clip.state_dict()
+    assert all(torch.equal(trained[name], value) for name, value in clip_alone.state_dict().items())
+    assert (whisper_scores, siglip_scores) == (whisper_alone, siglip_alone)
+
+
+def test_a_failing_whisper_process_is_raised_here_with_its_error(small_params, small_corpus, small_tokenizer, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(RuntimeError, match=r"(?s)Whisper in its own process failed \(exit code 1\).*"
+                                           r"Parent directory .*a_file does not exist.*foundation.side_by_side: false"):
+        fd.train_encoders_side_by_side(small_corpus, small_params, small_tokenizer, tmp_path / "a_file" / "whisper.pt")
