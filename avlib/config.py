@@ -135,9 +135,6 @@ class FoundationConfig:
     # corpus text. Their recipes train on the synthetic corpus's labels; prepared real data has none,
     # so paper-smoke, which checks the real data path, uses untrained encoders and says so.
     train: bool = True
-    # true: the Whisper trains in a second process while the SigLIP trains, one thread each (each model's
-    # bits then come from one thread, not runtime.threads); the Phi trains after them on runtime.threads
-    side_by_side: bool = False
     whisper: WhisperTraining = field(default_factory=WhisperTraining)
     siglip: SiglipTraining = field(default_factory=SiglipTraining)
     phi: PhiTraining = field(default_factory=PhiTraining)

@@ -12,13 +12,7 @@ the paper's recipe (frozen encoders, frozen LLM) on models that know something:
     SigLIP      image + text towers with the sigmoid loss on frames     (open_clip)
     Phi         causal LM on the corpus text                            (transformers)
 
-The recipes are avlib.recipes'. With foundation.side_by_side (the tiny profiles),
-the Whisper trains in a second process while the SigLIP trains in this one,
-each on one thread: on 2 cores the two small models keep two cores busier that
-way than one model on two threads does (`python benchmarks/encoders_side_by_side.py`
-measures both ways). The Phi then trains on the configured threads. Each model
-seeds itself, so the bits depend on the setting, not on which finishes first.
-Each model is saved here in its library's own
+The recipes are avlib.recipes'. Each model is saved here in its library's own
 format, so the same loaders read them as read the real checkpoints
 (`whisper.load_model`, `open_clip.create_model('local-dir:...')`,
 `from_pretrained`), and its held-out scores (word error rate, image-to-text
@@ -28,11 +22,6 @@ recall@1, perplexity, each beside its chance level) go into the manifest.
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +35,6 @@ from avlib.builders import build_tiny_siglip, tiny_phi_config, tiny_siglip_confi
 from avlib.model import AVLM, SIGLIP_PREPROCESS, assemble
 from avlib.paper import build_paper, load_llm, load_siglip, load_whisper_encoder
 from avlib.recipes import WhisperWithHeads, corpus_texts, save_whisper, train_phi, train_siglip, train_whisper, whisper_dims
-from avlib.runtime import threads_set_to
 from avlib.train import seed_everything
 from avlib.tokenizer import train_tokenizer
 from avlib.vision_encoder import save_open_clip
@@ -95,28 +83,23 @@ def build_foundation(params: Params, data_root: str | Path, out: str | Path, log
     tokenizer.save_pretrained(out / TOKENIZER_DIR)
     log(f"tokenizer: {len(tokenizer)} tokens")
     timings, scores = {}, {}
-    if params.foundation.train and params.foundation.side_by_side:
-        t = time.monotonic()
-        scores["whisper"], scores["siglip"], clip = train_encoders_side_by_side(root, params, tokenizer, out / WHISPER_FILE, log)
-        timings["whisper and siglip side by side"] = time.monotonic() - t
-    elif params.foundation.train:
+    if params.foundation.train:
         t = time.monotonic()
         speech_model, scores["whisper"] = train_whisper(root, params, tokenizer, log)
-        save_whisper(speech_model, out / WHISPER_FILE)
         timings["whisper"] = time.monotonic() - t
         t = time.monotonic()
         clip, scores["siglip"] = train_siglip(root, params, tokenizer, log)
         timings["siglip"] = time.monotonic() - t
-    else:
-        seed_everything(params.seed)
-        save_whisper(WhisperWithHeads(whisper_dims(params.model, len(tokenizer))).whisper, out / WHISPER_FILE)
-        clip = build_tiny_siglip(params.model)
-        phi = PhiForCausalLM(tiny_phi_config(params.model, len(tokenizer)))
-        log("foundation.train is false: the miniature Whisper, SigLIP and Phi are saved untrained (seeded initialisation)")
-    if params.foundation.train:
         t = time.monotonic()
         phi, scores["phi"] = train_phi(root, params, tokenizer, log)
         timings["phi"] = time.monotonic() - t
+    else:
+        seed_everything(params.seed)
+        speech_model = WhisperWithHeads(whisper_dims(params.model, len(tokenizer))).whisper
+        clip = build_tiny_siglip(params.model)
+        phi = PhiForCausalLM(tiny_phi_config(params.model, len(tokenizer)))
+        log("foundation.train is false: the miniature Whisper, SigLIP and Phi are saved untrained (seeded initialisation)")
+    save_whisper(speech_model, out / WHISPER_FILE)
     save_open_clip(clip, tiny_siglip_config(params.model), {"size": params.model.tiny.image_size, **SIGLIP_PREPROCESS}, out / SIGLIP_DIR)
     phi.save_pretrained(out / PHI_DIR)
     tokenizer.save_pretrained(out / PHI_DIR)
@@ -137,57 +120,6 @@ def build_foundation(params: Params, data_root: str | Path, out: str | Path, log
     save_config(params, out)
     log("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f", total {time.monotonic() - start:.0f}")
     return manifest
-
-
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds avlib/, for the Whisper's process
-
-
-def train_whisper_job(job: str) -> None:
-    """The Whisper's process (train_encoders_side_by_side): train it on one thread, save it, write its scores.
-
-    It computes as the process that started it does: avlib.runtime.configure pins the kernels through
-    environment variables, which a child process inherits and its libraries read at their first use.
-    """
-    root, params, tokenizer, whisper_path, result = pickle.loads(Path(job).read_bytes())
-    torch.set_num_threads(1)  # the kernels: this process inherits the environment avlib.runtime.configure set
-    lines = []
-    model, scores = train_whisper(root, params, tokenizer, lines.append)
-    save_whisper(model, whisper_path)
-    Path(result).write_bytes(pickle.dumps((scores, lines)))
-
-
-def train_encoders_side_by_side(root: Path, params: Params, tokenizer, whisper_path: Path, log=print):
-    """Train the Whisper (in a second Python process, saved at whisper_path) and the SigLIP (here) at once,
-    one thread each. Returns (the Whisper's scores, the SigLIP's scores, the SigLIP).
-
-    The second process is a plain `python -c`, not multiprocessing's spawn, so a caller's script needs no
-    `if __name__ == "__main__"` guard. The log lines of both come after both have finished, the Whisper's
-    first. If the Whisper's process fails, its error output is raised here; if this one fails, it is stopped.
-    """
-    with tempfile.TemporaryDirectory(prefix="avlib-whisper-") as scratch:
-        job, result, errors = (Path(scratch) / name for name in ("job.pkl", "result.pkl", "stderr.txt"))
-        job.write_bytes(pickle.dumps((Path(root), params, tokenizer, Path(whisper_path), result)))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, "-c", "import sys; from avlib.foundation import train_whisper_job; train_whisper_job(sys.argv[1])", str(job)]
-        with errors.open("w") as stderr:
-            apart = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-            try:
-                lines = []
-                with threads_set_to(1):
-                    clip, siglip_scores = train_siglip(root, params, tokenizer, lines.append)
-                code = apart.wait()
-            finally:
-                if apart.poll() is None:
-                    apart.kill()
-                    apart.wait()
-        if code != 0 or not result.is_file():
-            tail = "\n".join(errors.read_text(errors="replace").strip().splitlines()[-20:])
-            raise RuntimeError(f"training the miniature Whisper in its own process failed (exit code {code}); "
-                               f"its last error lines:\n{tail}\n(set foundation.side_by_side: false to train it in this process)")
-        whisper_scores, whisper_lines = pickle.loads(result.read_bytes())
-    for line in whisper_lines + lines:
-        log(line)
-    return whisper_scores, siglip_scores, clip
 
 
 def load_foundation_model(params: Params, folder: str | Path, use_audio: bool = True) -> AVLM:

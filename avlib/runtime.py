@@ -41,7 +41,6 @@ training keeps its trainable parts in fp32 and casts the frozen weights to bf16
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import platform
@@ -84,17 +83,6 @@ def configure(runtime: RuntimeConfig) -> None:
                           f"runs on this CPU model only, not the committed run. {remedy}.", stacklevel=2)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-
-
-@contextlib.contextmanager
-def threads_set_to(threads: int):
-    """Run the block on `threads` intra-op threads, then go back to the count before it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _mkl():

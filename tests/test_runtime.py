@@ -10,7 +10,7 @@ import torch
 
 from conftest import SMALL_PARAMS
 
-# Stage 1's three miniature trainings, 30 steps each, in a fresh process (and the Whisper's own) (each library picks its
+# Stage 1's three miniature trainings, 30 steps each, in a fresh process (each library picks its
 # kernels once per process); prints the sha256 of each saved model.
 TRAIN = """
 import copy, json, sys
@@ -22,7 +22,6 @@ from avlib.foundation import build_foundation
 params = json.loads(sys.argv[1])
 for name in ("whisper", "siglip", "phi"):
     params["foundation"][name]["steps"] = 30
-params["foundation"]["side_by_side"] = True  # the Whisper in a process of its own, as the tiny profiles train it
 manifest = build_foundation(from_dict(Params, params), sys.argv[2], Path(sys.argv[4]), log=lambda *a: None)
 print(json.dumps({k: v["sha256"] for k, v in manifest["checkpoints"].items()}))
 """
