@@ -1,8 +1,9 @@
-"""Benchmark: installing requirements.lock into a new virtual environment with pip compiling every module to
-bytecode (pip's default, as tools/venv.sh installs), without (`--no-compile`), and without but then compiled by
-`python -m compileall` on every core, side by side in one run; then a process importing the study's packages in
-each, with PYTHONDONTWRITEBYTECODE set as on CI machines. There no process writes bytecode, so without it every
-process compiles what it imports from source, again.
+"""Benchmark: installing requirements.lock into a new virtual environment, four ways side by side in one run:
+one pip compiling every module to bytecode (pip's default); the same without (`--no-compile`); without, then
+compiled by `python -m compileall` on every core; and tools/venv.sh as `make venv` runs it (two pips at once,
+each on its part of the lock, then `pip check`). Then a process importing the study's packages in each, with
+PYTHONDONTWRITEBYTECODE set as on CI machines. There no process writes bytecode, so without it every process
+compiles what it imports from source, again.
 
 Needs a few GB of free disk under --dir; pip finds the packages where it is configured to (its cache, local folders).
 
@@ -33,14 +34,18 @@ def timed(command: list[str], env: dict | None = None, check: bool = True) -> fl
 def install(venv: Path, compile_: str) -> tuple[float, float]:
     """(seconds to install the lock, seconds of one process's imports) in a new environment at `venv`.
 
-    compile_: "pip" (pip compiles as it installs), "none", or "compileall" (afterwards, on every core)."""
+    compile_: "pip" (pip compiles as it installs), "none", "compileall" (afterwards, on every core), or "venv.sh"
+    (tools/venv.sh; its time includes its own pip upgrade, a no-op here, and the kernel's registration)."""
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    flags = [] if compile_ == "pip" else ["--no-compile"]
+    flags = ["--no-compile"] if compile_ in ("none", "compileall") else []
     subprocess.run([python, "-m", "pip", "install", "--quiet", *flags, "--upgrade", "pip==26.3"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = timed([python, "-m", "pip", "install", "--quiet", *flags, "-r", str(ROOT / "requirements.lock")])
+    if compile_ == "venv.sh":
+        seconds = timed(["bash", str(ROOT / "tools" / "venv.sh"), str(venv)])
+    else:
+        seconds = timed([python, "-m", "pip", "install", "--quiet", *flags, "-r", str(ROOT / "requirements.lock")])
     if compile_ == "compileall":
         site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
                               capture_output=True, text=True).stdout.strip()
@@ -57,7 +62,7 @@ def main() -> None:
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="venv-bench-"))
     venv = scratch / "venv"
     ways = {"compiled at install (pip's default)": "pip", "--no-compile": "none",
-            "--no-compile, then compileall -j 0": "compileall"}
+            "--no-compile, then compileall -j 0": "compileall", "tools/venv.sh (two pips at once)": "venv.sh"}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
     try:
         for _ in range(args.rounds):
@@ -69,7 +74,7 @@ def main() -> None:
     together = {}
     for name, runs in results.items():
         together[name] = min(i + f for i, f in runs)
-        print(f"  {name:36s} install {min(i for i, _ in runs):6.1f} s  imports {min(f for _, f in runs):5.1f} s a process  "
+        print(f"  {name:38s} install {min(i for i, _ in runs):6.1f} s  imports {min(f for _, f in runs):5.1f} s a process  "
               f"together {together[name]:6.1f} s")
     default, *others = together.items()
     for name, seconds in others:

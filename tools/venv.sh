@@ -22,7 +22,30 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   # package; pip warns once per package. Those lines are noise, the rest is not.
   quiet() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
   quiet "$venv/bin/python" -m pip install --quiet --upgrade pip==26.3
-  quiet "$venv/bin/python" -m pip install --quiet -r "$lock"
+  # Two pips side by side, each on its own part of the lock: the CUDA build's binary wheels (torch,
+  # triton, nvidia-*, cuda-*: gigabytes of shared libraries to unpack, little to compile) and the
+  # other packages (bytecode to compile, which keeps a core busy). Each part takes about as long
+  # alone, so together they take about half the time of one pip (benchmarks/venv_install.py).
+  # The lock is the whole closure (`make lock`), so nothing is resolved: --no-deps, then
+  # `pip check` confirms every requirement of every installed package is met.
+  parts=$(mktemp -d)
+  grep -E '^(torch|triton|nvidia-|cuda-)' "$lock" > "$parts/binary.txt" || true
+  grep -v -E '^(#|torch|triton|nvidia-|cuda-)' "$lock" > "$parts/other.txt" || true
+  quiet "$venv/bin/python" -m pip install --quiet --no-deps -r "$parts/binary.txt" & binary=$!
+  quiet "$venv/bin/python" -m pip install --quiet --no-deps -r "$parts/other.txt" & other=$!
+  failed=0
+  wait "$binary" || failed=1
+  wait "$other" || failed=1
+  rm -rf "$parts"
+  if [ "$failed" = 1 ]; then
+    echo "installing requirements.lock failed (pip's message above); fix it and run this again" >&2
+    exit 1
+  fi
+  if ! problems=$("$venv/bin/python" -m pip check); then
+    echo "$problems" >&2
+    echo "requirements.lock is not a whole set of packages (above: what is missing); regenerate it with make lock" >&2
+    exit 1
+  fi
   echo "$digest" > "$stamp"
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
