@@ -135,9 +135,6 @@ class FoundationConfig:
     # corpus text. Their recipes train on the synthetic corpus's labels; prepared real data has none,
     # so paper-smoke, which checks the real data path, uses untrained encoders and says so.
     train: bool = True
-    # true: the Whisper and the SigLIP train at once, each in a process of its own on runtime.threads (the
-    # same bits as one after the other in this process), then the Phi here; false: all three here in turn
-    side_by_side: bool = True
     whisper: WhisperTraining = field(default_factory=WhisperTraining)
     siglip: SiglipTraining = field(default_factory=SiglipTraining)
     phi: PhiTraining = field(default_factory=PhiTraining)

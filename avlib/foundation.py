@@ -12,15 +12,7 @@ the paper's recipe (frozen encoders, frozen LLM) on models that know something:
     SigLIP      image + text towers with the sigmoid loss on frames     (open_clip)
     Phi         causal LM on the corpus text                            (transformers)
 
-The recipes are avlib.recipes'. With foundation.side_by_side, the Whisper and
-the SigLIP train at the same time, each in a Python process of its own on
-runtime.threads, and the Phi after them here. Two cores do more that way: a
-small model keeps two threads half idle. Each process computes exactly as this
-one would (the same kernels, threads and seed), so the models are the same bits
-either way; the processes wait passively at their threads' barriers
-(OMP_WAIT_POLICY=PASSIVE), else each one's spinning threads take the cores the
-other needs. That setting costs a lone process time, so only those two get it.
-Each model is saved here in its library's own
+The recipes are avlib.recipes'. Each model is saved here in its library's own
 format, so the same loaders read them as read the real checkpoints
 (`whisper.load_model`, `open_clip.create_model('local-dir:...')`,
 `from_pretrained`), and its held-out scores (word error rate, image-to-text
@@ -30,11 +22,6 @@ recall@1, perplexity, each beside its chance level) go into the manifest.
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -96,25 +83,24 @@ def build_foundation(params: Params, data_root: str | Path, out: str | Path, log
     tokenizer.save_pretrained(out / TOKENIZER_DIR)
     log(f"tokenizer: {len(tokenizer)} tokens")
     timings, scores = {}, {}
-    if params.foundation.train and params.foundation.side_by_side:
-        t = time.monotonic()
-        scores.update(train_encoders_side_by_side(root, params, tokenizer, out, log))
-        timings["whisper and siglip side by side"] = time.monotonic() - t
-    elif params.foundation.train:
-        for name in ENCODERS:
-            t = time.monotonic()
-            scores[name] = train_and_save(name, root, params, tokenizer, out, log)
-            timings[name] = time.monotonic() - t
-    else:
-        seed_everything(params.seed)
-        save_whisper(WhisperWithHeads(whisper_dims(params.model, len(tokenizer))).whisper, out / WHISPER_FILE)
-        save_siglip(build_tiny_siglip(params.model), params, out)
-        phi = PhiForCausalLM(tiny_phi_config(params.model, len(tokenizer)))
-        log("foundation.train is false: the miniature Whisper, SigLIP and Phi are saved untrained (seeded initialisation)")
     if params.foundation.train:
+        t = time.monotonic()
+        speech_model, scores["whisper"] = train_whisper(root, params, tokenizer, log)
+        timings["whisper"] = time.monotonic() - t
+        t = time.monotonic()
+        clip, scores["siglip"] = train_siglip(root, params, tokenizer, log)
+        timings["siglip"] = time.monotonic() - t
         t = time.monotonic()
         phi, scores["phi"] = train_phi(root, params, tokenizer, log)
         timings["phi"] = time.monotonic() - t
+    else:
+        seed_everything(params.seed)
+        speech_model = WhisperWithHeads(whisper_dims(params.model, len(tokenizer))).whisper
+        clip = build_tiny_siglip(params.model)
+        phi = PhiForCausalLM(tiny_phi_config(params.model, len(tokenizer)))
+        log("foundation.train is false: the miniature Whisper, SigLIP and Phi are saved untrained (seeded initialisation)")
+    save_whisper(speech_model, out / WHISPER_FILE)
+    save_open_clip(clip, tiny_siglip_config(params.model), {"size": params.model.tiny.image_size, **SIGLIP_PREPROCESS}, out / SIGLIP_DIR)
     phi.save_pretrained(out / PHI_DIR)
     tokenizer.save_pretrained(out / PHI_DIR)
 
@@ -134,87 +120,6 @@ def build_foundation(params: Params, data_root: str | Path, out: str | Path, log
     save_config(params, out)
     log("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f", total {time.monotonic() - start:.0f}")
     return manifest
-
-
-ENCODERS = ("whisper", "siglip")
-
-
-def save_siglip(clip, params: Params, out: Path) -> None:
-    save_open_clip(clip, tiny_siglip_config(params.model), {"size": params.model.tiny.image_size, **SIGLIP_PREPROCESS},
-                   out / SIGLIP_DIR)
-
-
-def train_and_save(name: str, root: Path, params: Params, tokenizer, out: Path, log=print) -> dict:
-    """Train the miniature encoder `name` ("whisper" or "siglip"), save it in `out`; its held-out scores."""
-    if name == "whisper":
-        model, scores = train_whisper(root, params, tokenizer, log)
-        save_whisper(model, out / WHISPER_FILE)
-    elif name == "siglip":
-        clip, scores = train_siglip(root, params, tokenizer, log)
-        save_siglip(clip, params, out)
-    else:
-        raise ValueError(f"no miniature encoder {name!r}: one of {', '.join(ENCODERS)}")
-    return scores
-
-
-def encoder_job(job: str) -> None:
-    """One encoder's process (train_encoders_side_by_side): train, save, report.
-
-    It computes as the process that started it: avlib.runtime.configure pinned that one's kernels through
-    environment variables, which this one inherits and its libraries read at their first use, and the job
-    names that one's thread count.
-    """
-    name, root, params, tokenizer, out, threads, result = pickle.loads(Path(job).read_bytes())
-    torch.set_num_threads(threads)
-    lines = []
-    scores = train_and_save(name, root, params, tokenizer, out, lines.append)
-    Path(result).write_bytes(pickle.dumps((scores, lines)))
-
-
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds avlib/, for the encoders' processes
-
-
-def train_encoders_side_by_side(root: Path, params: Params, tokenizer, out: Path, log=print) -> dict[str, dict]:
-    """Train and save the miniature Whisper and SigLIP at once, each in a Python process of its own; their scores.
-
-    Each process is a plain `python -c`, not multiprocessing's spawn, so a caller's script needs no
-    `if __name__ == "__main__"` guard. Their log lines come once both have finished, the Whisper's first.
-    If either process fails, the other is stopped and the error lines of the one that failed are raised here.
-    """
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
-    with tempfile.TemporaryDirectory(prefix="avlib-encoders-") as scratch:
-        scratch = Path(scratch)
-        running = {}
-        try:
-            for name in ENCODERS:
-                job = scratch / f"{name}.job"
-                job.write_bytes(pickle.dumps((name, Path(root), params, tokenizer, Path(out), torch.get_num_threads(),
-                                              scratch / f"{name}.result")))
-                command = [sys.executable, "-c", "import sys; from avlib.foundation import encoder_job; encoder_job(sys.argv[1])",
-                           str(job)]
-                with (scratch / f"{name}.stderr").open("w") as stderr:
-                    running[name] = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-            codes = {}
-            while len(codes) < len(running) and not any(codes.values()):  # until both are done, or one failed
-                time.sleep(0.2)
-                codes = {name: code for name, process in running.items() if (code := process.poll()) is not None}
-        finally:
-            for process in running.values():
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-        for name, code in codes.items():
-            if code != 0 or not (scratch / f"{name}.result").is_file():  # the first to fail; the other was stopped
-                tail = "\n".join((scratch / f"{name}.stderr").read_text(errors="replace").strip().splitlines()[-20:])
-                raise RuntimeError(f"training the miniature {name} in its own process failed (exit code {code}); its last "
-                                   f"error lines:\n{tail}\n(set foundation.side_by_side: false to train it in this process)")
-        scores = {}
-        for name in ENCODERS:
-            scores[name], lines = pickle.loads((scratch / f"{name}.result").read_bytes())
-            for line in lines:
-                log(line)
-    return scores
 
 
 def load_foundation_model(params: Params, folder: str | Path, use_audio: bool = True) -> AVLM:

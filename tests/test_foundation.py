@@ -189,19 +189,3 @@ def test_the_projectors_start_from_the_seed_in_every_process(small_foundation, s
     runs = {subprocess.run([sys.executable, "-c", code, str(small_foundation), str(draws)], input=text, text=True,
                            capture_output=True, check=True).stdout.strip() for draws in (1, 7)}
     assert len(runs) == 1  # random numbers drawn before loading change nothing
-
-
-def test_a_failing_encoder_process_is_raised_here_and_the_other_stopped(small_params, small_corpus, tmp_path):
-    import dataclasses
-
-    from avlib.tokenizer import train_tokenizer
-
-    tokenizer = train_tokenizer(recipes.corpus_texts(small_corpus, "train"), small_params.model.tiny.vocab_size)
-    foundation = small_params.foundation
-    params = dataclasses.replace(small_params, foundation=dataclasses.replace(
-        foundation, whisper=dataclasses.replace(foundation.whisper, lr=-1.0),  # AdamW refuses it at once
-        siglip=dataclasses.replace(foundation.siglip, steps=100_000)))  # hours: it must be stopped, not waited for
-    with pytest.raises(RuntimeError, match=r"(?s)miniature whisper in its own process failed \(exit code 1\).*"
-                                           r"Invalid learning rate: -1.0.*foundation.side_by_side: false"):
-        fd.train_encoders_side_by_side(small_corpus, params, tokenizer, tmp_path)
-    assert not (tmp_path / fd.WHISPER_FILE).exists() and not (tmp_path / fd.SIGLIP_DIR).exists()

@@ -11,8 +11,7 @@ import torch
 from conftest import SMALL_PARAMS
 
 # Stage 1's three miniature trainings, 30 steps each, in a fresh process (each library picks its
-# kernels once per process), the Whisper and the SigLIP side by side in processes of their own unless
-# told otherwise; prints the sha256 of each saved model.
+# kernels once per process); prints the sha256 of each saved model.
 TRAIN = """
 import copy, json, sys
 from pathlib import Path
@@ -23,7 +22,6 @@ from avlib.foundation import build_foundation
 params = json.loads(sys.argv[1])
 for name in ("whisper", "siglip", "phi"):
     params["foundation"][name]["steps"] = 30
-params["foundation"]["side_by_side"] = sys.argv[5] == "side by side"
 manifest = build_foundation(from_dict(Params, params), sys.argv[2], Path(sys.argv[4]), log=lambda *a: None)
 print(json.dumps({k: v["sha256"] for k, v in manifest["checkpoints"].items()}))
 """
@@ -33,10 +31,10 @@ AVX2_MACHINE = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MK
 NATIVE = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OMP_NUM_THREADS")
 
 
-def train(tmp_path, corpus, kernels: str, machine: dict, name: str, encoders: str = "side by side") -> dict:
+def train(tmp_path, corpus, kernels: str, machine: dict, name: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in NATIVE} | machine
-    out = subprocess.run([sys.executable, "-c", TRAIN, json.dumps(SMALL_PARAMS), str(corpus), kernels, str(tmp_path / name),
-                          encoders], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", TRAIN, json.dumps(SMALL_PARAMS), str(corpus), kernels, str(tmp_path / name)],
+                         env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -53,13 +51,6 @@ def test_pinned_kernels_train_the_same_bits_whatever_the_cpu_offers(tmp_path, sm
     assert avx512_machine == avx2_machine
     # and the test can fail: unpinned, the two machines train different weights
     assert train(tmp_path, small_corpus, "native", {}, "c") != train(tmp_path, small_corpus, "native", AVX2_MACHINE, "d")
-
-
-@pytest.mark.slow
-def test_encoders_side_by_side_are_the_bits_of_one_after_the_other(tmp_path, small_corpus):
-    apart = train(tmp_path, small_corpus, "avx2", {}, "apart", "side by side")
-    here = train(tmp_path, small_corpus, "avx2", {}, "here", "one after the other")
-    assert apart == here
 
 
 def test_configure_refuses_to_pin_after_kernels_were_chosen():
