@@ -47,7 +47,7 @@ bench: venv
 	$(PY) benchmarks/answer_speed.py            # needs make repro first
 	$(PY) benchmarks/paper_dryrun.py --tiny     # on a GPU machine: without --tiny
 	$(PY) benchmarks/stage_times.py             # the last make repro, per stage
-	@echo "not run here (three new environments, a few GB): $(PY) benchmarks/venv_install.py"
+	@echo "not run here (four new environments, a few GB): $(PY) benchmarks/venv_install.py"
 
 ## lock: re-resolve requirements.in into requirements.lock in a scratch environment
 lock:
