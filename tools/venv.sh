@@ -25,7 +25,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   # Two pips side by side, each on its own part of the lock: the CUDA build's binary wheels (torch,
   # triton, nvidia-*, cuda-*: gigabytes of shared libraries to unpack, little to compile) and the
   # other packages (bytecode to compile, which keeps a core busy). Each part takes about as long
-  # alone, so together they take about half the time of one pip (benchmarks/venv_install.py).
+  # alone, so on two cores both together take less time than one pip on the whole lock
+  # (benchmarks/venv_install.py measures both ways).
   # The lock is the whole closure (`make lock`), so nothing is resolved: --no-deps, then
   # `pip check` confirms every requirement of every installed package is met.
   parts=$(mktemp -d)
