@@ -18,6 +18,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _load(args):
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    # What a user of the command line should not wade through: transformers' bar for loading each model's
+    # weights (a fraction of a second here), and one deprecation warning that peft triggers inside
+    # transformers, not ours to fix (tools/run_notebook.sh and pyproject.toml hide the same one).
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
     from avlib.config import load_params
     from avlib.runtime import configure
     from avlib.foundation import MissingData
@@ -43,7 +53,7 @@ def ask(args) -> int:
     except MediaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    audio = None if args.no_audio else clip.audio
+    audio = None if args.no_audio or not model.use_audio else clip.audio  # the twin hears nothing: not encoded
     videos, audios = model.encode_media([clip.frames], [audio])
     try:
         batch = model.collate([{"question": args.question, "video_features": videos[0], "audio_features": audios[0]}],

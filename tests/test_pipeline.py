@@ -97,8 +97,12 @@ def test_the_cli_answers_questions_about_a_video(smoke_repo):
     result = sh(sys.executable, "-m", "avlib", "ask", str(video), "What word does the speaker say?", "--json", cwd=smoke_repo)
     answer = json.loads(result.stdout)
     assert answer["question"] == "What word does the speaker say?" and isinstance(answer["answer"], str)
+    assert result.stderr == "", "an answer comes without progress bars or warnings"
     quiet = json.loads(sh(sys.executable, "-m", "avlib", "ask", str(video), "What?", "--json", "--no-audio", cwd=smoke_repo).stdout)
     assert quiet["audio_used"] is False
+    twin = json.loads(sh(sys.executable, "-m", "avlib", "--model", "vision_only", "ask", str(video), "What?", "--json",
+                         cwd=smoke_repo).stdout)
+    assert twin["audio_used"] is False and twin["model"] == "vision_only"  # the twin never hears the clip
     (smoke_repo / "broken.mp4").write_text("not a video")
     bad = sh(sys.executable, "-m", "avlib", "ask", "broken.mp4", "What?", cwd=smoke_repo, check=False)
     assert bad.returncode != 0 and "broken.mp4" in bad.stderr and "Traceback" not in bad.stderr
