@@ -372,9 +372,11 @@ class MediaDataset(Dataset):
 def collate_media(items: Sequence[dict], model, with_answers: bool = True) -> dict:
     """A batch of `MediaDataset` items -> model inputs: encoders, then the chat template.
 
-    Returns `AVLM.collate`'s batch plus `ids` and `needs`.
+    Returns `AVLM.collate`'s batch plus `ids` and `needs`. A model that does not hear (the vision-only
+    twin) gets no audio features: its encoder is not run on what it would not read.
     """
-    video_features, audio_features = model.encode_media([item["frames"] for item in items], [item["audio"] for item in items])
+    audios = [item["audio"] if model.use_audio else None for item in items]
+    video_features, audio_features = model.encode_media([item["frames"] for item in items], audios)
     samples = [
         {"question": item["question"], "answer": item["answer"], "video_features": v, "audio_features": a}
         for item, v, a in zip(items, video_features, audio_features)

@@ -154,6 +154,15 @@ def test_media_dataset_and_collate_make_model_inputs(corpus, make_model):
     out = model(batch["input_ids"], batch["attention_mask"], batch["video_features"], batch["audio_features"], batch["labels"])
     assert torch.isfinite(out.loss)
     assert batch["audio_features"][3] is None and batch["video_features"][2] is None
+    twin = make_model(use_audio=False)
+    def refuse_sound(audios):  # the twin reads no audio: its encoder must not be given any
+        assert all(audio is None for audio in audios)
+        return [None] * len(audios)
+
+    twin.audio_encoder.forward = refuse_sound
+    deaf = collate_media(items, twin)
+    assert deaf["audio_features"] == [None] * 4 and (deaf["input_ids"] == twin.audio_token_id).sum() == 0
+    assert all(torch.equal(a, b) for a, b in zip(deaf["video_features"][:2], batch["video_features"][:2]))
 
 
 def test_bad_image_is_a_media_error(tmp_path):
