@@ -44,6 +44,7 @@ def _load(args):
 
 
 def ask(args) -> int:
+    from avlib.datasets import collate_media
     from avlib.media import MediaError, load_clip
 
     params, model = _load(args)
@@ -53,18 +54,17 @@ def ask(args) -> int:
     except MediaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    audio = None if args.no_audio or not model.use_audio else clip.audio  # the twin hears nothing: not encoded
-    videos, audios = model.encode_media([clip.frames], [audio])
+    item = {"id": str(args.video), "frames": clip.frames, "audio": None if args.no_audio else clip.audio,
+            "question": args.question, "answer": None, "needs": None}  # one item as MediaDataset gives them
     try:
-        batch = model.collate([{"question": args.question, "video_features": videos[0], "audio_features": audios[0]}],
-                              with_answers=False)
+        batch = collate_media([item], model, with_answers=False)  # the twin is given no sound there
     except ValueError as err:  # a placeholder token in the question, or a prompt the model cannot hold
         print(f"error: {err}", file=sys.stderr)
         return 2
     (answer,) = model.generate(batch, max_new_tokens=params.evaluate.max_new_tokens, temperature=args.temperature)
     if args.json:
         print(json.dumps({"video": str(args.video), "question": args.question, "answer": answer, "model": args.model,
-                          "audio_used": audios[0] is not None, "duration": clip.duration}))
+                          "audio_used": batch["audio_features"][0] is not None, "duration": clip.duration}))
     else:
         print(answer)
     return 0

@@ -30,8 +30,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   # The lock is the whole closure (`make lock`), so nothing is resolved: --no-deps, then
   # `pip check` confirms every requirement of every installed package is met.
   parts=$(mktemp -d)
-  grep -E '^(torch|triton|nvidia-|cuda-)' "$lock" > "$parts/binary.txt" || true
-  grep -v -E '^(#|torch|triton|nvidia-|cuda-)' "$lock" > "$parts/other.txt" || true
+  binary_wheels='^(torch|triton|nvidia-|cuda-)'
+  grep -E "$binary_wheels" "$lock" > "$parts/binary.txt" || true
+  grep -v -E "$binary_wheels" "$lock" | grep -v '^#' > "$parts/other.txt" || true
   quiet "$venv/bin/python" -m pip install --quiet --no-deps -r "$parts/binary.txt" & binary=$!
   quiet "$venv/bin/python" -m pip install --quiet --no-deps -r "$parts/other.txt" & other=$!
   failed=0
