@@ -41,6 +41,7 @@ spread: venv
 bench: venv
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/media_decode.py
+	$(PY) benchmarks/stage1_reads.py             # needs the corpus: make data or make repro first
 	$(PY) benchmarks/corpus_build.py
 	$(PY) benchmarks/cache_epoch.py --limit 640  # needs stage 1: make repro first
 	$(PY) benchmarks/cpu_kernels.py

@@ -298,7 +298,7 @@ def frame_captions(root: Path, split: str, frames_per_clip: int, size: int, patc
     clips = [f for f in json.loads((root / "clips.json").read_text()) if f["name"].startswith(split)]
     frames, captions, labels = [], [], []
     for f in progress_bar(clips, desc=f"siglip: {split} frames", leave=False):
-        clip = load_clip(root / "clips" / f"{f['name']}.mp4", num_frames=frames_per_clip, frame_size=size)
+        clip = load_clip(root / "clips" / f"{f['name']}.mp4", num_frames=frames_per_clip, frame_size=size, audio=False)
         facts = synth.Facts(**{k: v for k, v in f.items() if k in fields})
         count = round(f["duration"] * clip.fps)
         for image, shown_at in zip(clip.frames, clip.frame_times):

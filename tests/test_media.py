@@ -1,8 +1,10 @@
 import time
 
+import av
 import numpy as np
 import pytest
 
+from avlib import media
 from avlib.media import MediaError, load_clip, write_media
 
 FPS, SECONDS, RATE = 10, 4, 16000
@@ -78,6 +80,32 @@ def test_any_rate_and_layout_is_resampled_to_mono_16k(tmp_path, rate, channels, 
     amplitude = 0.4 * (2**0.5 if channels == 2 else 1)
     rms = float(np.sqrt(np.mean(clip.audio[RATE // 2 : -RATE // 2] ** 2)))
     assert rms == pytest.approx(amplitude / 2**0.5, rel=0.1)  # lossy codecs shave a little
+
+
+@pytest.mark.parametrize("suffix, rate, channels", [(".mp4", RATE, 1), (".m4a", RATE, 1), (".opus", 48000, 1),
+                                                    (".m4a", 44100, 2), (".wav", RATE, 1)])
+def test_audio_that_needs_no_conversion_skips_the_resampler_for_the_same_samples(tmp_path, monkeypatch, suffix, rate, channels):
+    path = write_media(tmp_path / f"sound{suffix}", audio=tone(seconds=3, rate=rate, channels=channels), sample_rate=rate)
+    ready = suffix in (".mp4", ".m4a") and rate == RATE and channels == 1  # AAC decodes to float: at 16 kHz mono, nothing to do
+    made, resampler = [], av.AudioResampler
+    monkeypatch.setattr(av, "AudioResampler", lambda **kwargs: made.append(kwargs) or resampler(**kwargs))
+    clip = load_clip(path, num_frames=0)
+    assert (not made) == ready
+    monkeypatch.setattr(media, "_ready", lambda frame, sample_rate: False)  # every frame through the resampler
+    np.testing.assert_array_equal(clip.audio, load_clip(path, num_frames=0).audio)
+
+
+def test_frames_alone_are_the_frames_of_a_full_read(tmp_path):
+    path = write_media(tmp_path / "clip.mp4", indexed_frames(), FPS, tone(seconds=SECONDS + 1), RATE)  # audio outlasts video
+    full, frames_only = load_clip(path, num_frames=5, frame_size=32), load_clip(path, num_frames=5, frame_size=32, audio=False)
+    assert frames_only.audio is None and not frames_only.has_audio
+    np.testing.assert_array_equal(frames_only.frames, full.frames)
+    np.testing.assert_array_equal(frames_only.frame_times, full.frame_times)
+    assert full.duration == pytest.approx(SECONDS + 1, abs=0.05) and frames_only.duration == pytest.approx(SECONDS, abs=0.05)
+    with pytest.raises(MediaError, match="nothing to decode"):
+        load_clip(path, num_frames=0, audio=False)
+    with pytest.raises(MediaError, match="has no video stream, and audio=False"):
+        load_clip(write_media(tmp_path / "sound.flac", audio=tone(), sample_rate=RATE), audio=False)
 
 
 def test_audio_can_be_read_up_to_a_limit(tmp_path):

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,14 @@ def test_the_stage_time_breakdown_reads_the_executed_notebooks(smoke_repo):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_the_stage1_reads_benchmark_compares_both_ways_on_the_corpus(smoke_repo):
+    out = sh(sys.executable, "benchmarks/stage1_reads.py", "--every", "10", "--rounds", "1", cwd=smoke_repo).stdout
+    for read in ("whisper: first audio window", "siglip: frames", "features: frames and audio", "all three"):
+        assert re.search(rf"^{read} +\d+\.\d+s +\d+\.\d+s +\d+\.\d+x", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_feature_probes_read_the_pipelines_cache(smoke_repo):
     out = sh(sys.executable, "benchmarks/feature_probes.py", "--steps", "20", cwd=smoke_repo).stdout
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| fact")]
@@ -192,8 +201,6 @@ def test_the_feature_probes_read_the_pipelines_cache(smoke_repo):
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_answer_benchmark_compares_merged_and_separate_adapters(smoke_repo):
-    import re
-
     out = sh(sys.executable, "benchmarks/answer_speed.py", "--items", "40", "--rounds", "1", cwd=smoke_repo).stdout
     assert "adapters apart" in out and "adapters merged" in out and "merged / apart:" in out, out
     same, total = map(int, re.search(r"the same answer both ways: (\d+) of (\d+)", out).groups())
@@ -203,8 +210,6 @@ def test_the_answer_benchmark_compares_merged_and_separate_adapters(smoke_repo):
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_executed_notebooks_are_free_of_noise(smoke_repo):
-    import re
-
     for path in sorted((smoke_repo / "reports" / "notebooks").glob("0*.ipynb")):
         notebook = json.loads(path.read_text())
         for number, cell in enumerate(notebook["cells"]):
