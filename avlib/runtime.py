@@ -58,6 +58,10 @@ MKL_BRANCH_NAMES = {0: "OFF", 1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6
                     9: "AVX", 10: "AVX2", 12: "AVX512", 14: "AVX512_E1"}
 
 
+class MKLBranchWarning(UserWarning):
+    """MKL computes on another branch than runtime.cpu_kernels asks for: the run's bits are this CPU model's own."""
+
+
 def configure(runtime: RuntimeConfig) -> None:
     """Pin the CPU kernels and threads as `runtime` says (params.yaml's `runtime` section)."""
     if runtime.threads < 0:
@@ -80,7 +84,7 @@ def configure(runtime: RuntimeConfig) -> None:
             remedy = ("MKL keeps its AVX2 branch for Intel processors; for bits that match any x86-64 CPU, set "
                       "runtime.cpu_kernels: compatible (slower)" if asked == "AVX2" else "no setting here pins it further")
             warnings.warn(f"MKL runs its {branch} branch, not {asked}, on this CPU ({cpu_name()}): this run's bits match "
-                          f"runs on this CPU model only, not the committed run. {remedy}.", stacklevel=2)
+                          f"runs on this CPU model only, not the committed run. {remedy}.", MKLBranchWarning, stacklevel=2)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
 

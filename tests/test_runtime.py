@@ -104,7 +104,7 @@ def test_a_cpu_where_mkl_ignores_the_avx2_branch_is_named_in_a_warning():
     assert out.returncode == 0, out.stderr[-2000:]
     branch = json.loads(out.stdout.splitlines()[-1])["mkl_branch"]
     assert branch != "AVX2"
-    assert f"MKL runs its {branch} branch, not AVX2" in out.stderr and "runtime.cpu_kernels: compatible" in out.stderr
+    assert f"MKLBranchWarning: MKL runs its {branch} branch, not AVX2" in out.stderr and "runtime.cpu_kernels: compatible" in out.stderr
 
 
 def test_threads_are_pinned_and_a_negative_count_is_refused():
