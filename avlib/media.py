@@ -143,15 +143,13 @@ def _load(path, num_frames, frame_size, sample_rate, max_audio_seconds, read_aud
                 if num_frames:
                     frames, times = _sample_frames(path, container, video, probe, span, num_frames, frame_size, deadline)
                     clip.frames, clip.frame_times = frames, times + (_stream_start(video) - origin)
-        read = None
-        if audio is not None and read_audio and clip.frames is None:  # this demuxer has decoded nothing: read through it
-            read = _read_audio(path, container, sample_rate, max_audio_seconds, origin, deadline)
-    if audio is not None and read_audio:
-        if read is None:  # the video's decoding has moved this demuxer on: a second one reads from the start
-            with av.open(str(path), metadata_errors="ignore") as container:
-                read = _read_audio(path, container, sample_rate, max_audio_seconds, origin, deadline)
-        clip.audio, audio_end = read
-        clip.duration = max(clip.duration, audio_end)
+        if audio is not None and read_audio:
+            if clip.frames is None:  # this demuxer has decoded nothing: the audio is read through it
+                clip.audio, audio_end = _read_audio(path, container, sample_rate, max_audio_seconds, origin, deadline)
+            else:  # decoding the video has moved this demuxer on: a second one reads from the start
+                with av.open(str(path), metadata_errors="ignore") as second:
+                    clip.audio, audio_end = _read_audio(path, second, sample_rate, max_audio_seconds, origin, deadline)
+            clip.duration = max(clip.duration, audio_end)
     return clip
 
 
@@ -337,8 +335,8 @@ def _read_audio(path, container, sample_rate, max_audio_seconds, origin, deadlin
         if limit is not None and total >= limit + max(0, -offset):
             break
     else:
-        for piece in resampler.resample(None) if resampler is not None else ():
-            chunks.append(piece.to_ndarray().reshape(-1))
+        if resampler is not None:  # what it still buffers
+            chunks += [piece.to_ndarray().reshape(-1) for piece in resampler.resample(None)]
     offset = offset or 0
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     audio = audio[max(0, -offset) :]
