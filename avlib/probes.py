@@ -25,6 +25,9 @@ block by block, shows how far it gets. The views there:
     last frame        the last temporal token's alone
     frames averaged   the mean of the T
     answer position   the prompt's last token, the one whose next token is the answer
+
+`answer_attention` says where that answer position looks: each block's and head's attention weights on the
+text, the temporal, spatial and audio tokens, and on each temporal token in order.
 """
 
 from __future__ import annotations
@@ -162,3 +165,51 @@ def reading_probes(model, train_items: list[dict], test_items: list[dict], frame
     train, test = llm_states(model, train_items, frames, batch_size), llm_states(model, test_items, frames, batch_size)
     return [{"depth": depth, "view": view, "accuracy": probe(at_train[view], train_y, at_test[view], test_y, steps, seed)}
             for depth, (at_train, at_test) in enumerate(zip(train, test)) for view in READING_VIEWS]
+
+
+ANSWER_PARTS = ("text", "temporal tokens", "spatial tokens", "audio tokens")
+
+
+@torch.no_grad()
+def answer_attention(model, items: list[dict], frames: int, batch_size: int = 64) -> list[dict]:
+    """Where the prompt's last position, whose next token is the answer, attends, averaged over `items` (feature items):
+    [{"block", "head", part: share of the head's attention weight, "frames": [share on each temporal token, in order]}],
+    the parts `ANSWER_PARTS`: the text (system prompt, roles, question), the `frames` temporal tokens, the spatial tokens
+    and the audio tokens. The shares of one head sum to 1.
+
+    The weights are the LLM's softmax itself (its eager attention, with the LoRA adapters, merged or not), so this
+    reads what the model does: a fact that lives in the order of the frames can reach the answer only through a head
+    that weighs the temporal tokens by their place.
+    """
+    if not items:
+        raise ValueError("answer_attention needs at least one item")
+    model.eval()
+    config = model.base_llm.config
+    implementation = config._attn_implementation
+    model.base_llm.set_attn_implementation("eager")  # the fused kernels return no weights
+    totals: torch.Tensor | None = None  # (blocks, heads, parts + frames)
+    try:
+        for start in range(0, len(items), batch_size):
+            batch = model.prompt_batch(items[start : start + batch_size])  # padded on the left: every prompt ends last
+            ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+            embeds = model.embed(ids, batch["video_features"], batch["audio_features"])
+            weights = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_attentions=True).attentions
+            last = torch.stack([w[:, :, -1].float() for w in weights], dim=1)  # (B, blocks, heads, L)
+            video, audio = ids == model.video_token_id, ids == model.audio_token_id
+            for row in range(ids.shape[0]):
+                slots = video[row].nonzero().flatten()
+                if len(slots) < frames:
+                    raise ValueError(f"an item has fewer than {frames} video slots: answer_attention needs every item's "
+                                     "video (model.vision.num_frames temporal tokens)")
+                temporal = torch.zeros_like(mask[row])
+                temporal[slots[:frames]] = True
+                parts = (mask[row] & ~video[row] & ~audio[row], temporal, video[row] & ~temporal, audio[row])
+                shares = torch.stack([last[row][..., part].sum(-1) for part in parts], dim=-1)
+                found = torch.cat([shares, last[row][..., slots[:frames]]], dim=-1)
+                totals = found if totals is None else totals + found
+    finally:
+        model.base_llm.set_attn_implementation(implementation)
+    mean = totals / len(items)
+    return [{"block": block + 1, "head": head, **dict(zip(ANSWER_PARTS, mean[block, head, :len(ANSWER_PARTS)].tolist())),
+             "frames": mean[block, head, len(ANSWER_PARTS):].tolist()}
+            for block in range(mean.shape[0]) for head in range(mean.shape[1])]

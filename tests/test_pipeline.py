@@ -206,6 +206,18 @@ def test_the_feature_probes_read_the_pipelines_cache(smoke_repo):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # the first test builds the whole smoke study
+def test_the_answer_attention_benchmark_reads_both_finetuned_models(smoke_repo):
+    out = sh(sys.executable, "benchmarks/answer_attention.py", "--items", "8", cwd=smoke_repo).stdout
+    for variant in ("av", "vision_only"):
+        assert re.search(rf"^{variant}: \d+ direction questions \(runs\)", out, re.MULTILINE), out
+    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if re.match(r"^\| \d+ \| \d+ \|", line)]
+    assert rows and all(abs(sum(map(float, row[2:6])) - 1) < 2e-3 for row in rows), out  # each head's shares sum to 1
+    wrong = sh(sys.executable, "benchmarks/answer_attention.py", "--kind", "nonsense", cwd=smoke_repo, check=False)
+    assert wrong.returncode != 0 and "no 'nonsense' questions" in wrong.stderr and "direction" in wrong.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_answer_benchmark_compares_merged_and_separate_adapters(smoke_repo):
     out = sh(sys.executable, "benchmarks/answer_speed.py", "--items", "40", "--rounds", "1", cwd=smoke_repo).stdout
     assert "adapters apart" in out and "adapters merged" in out and "merged / apart:" in out, out

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from avlib.probes import READING_VIEWS, applies_to, clip_views, probe, probe_fact, reading_probes, views
+from avlib.probes import (ANSWER_PARTS, READING_VIEWS, answer_attention, applies_to, clip_views, probe, probe_fact,
+                          reading_probes, views)
 
 
 def test_views_slice_the_tokens_the_llm_receives():
@@ -104,3 +105,42 @@ def test_reading_probes_name_what_they_need(make_model):
     no_video = [dict(items[0], video_features=None)] * 2
     with pytest.raises(ValueError, match="fewer than 2 video slots"):
         reading_probes(model, no_video, no_video, frames=2)
+
+
+def test_answer_attention_splits_each_heads_weight_over_the_parts_of_the_prompt(make_model, samples):
+    model = make_model()
+    rows = answer_attention(model, samples, frames=2)
+    blocks, heads = model.base_llm.config.num_hidden_layers, model.base_llm.config.num_attention_heads
+    assert [(r["block"], r["head"]) for r in rows] == [(b, h) for b in range(1, blocks + 1) for h in range(heads)]
+    for r in rows:
+        assert sum(r[part] for part in ANSWER_PARTS) == pytest.approx(1.0, abs=1e-5)
+        assert len(r["frames"]) == 2 and sum(r["frames"]) == pytest.approx(r["temporal tokens"], abs=1e-6)
+        assert r["audio tokens"] > 0  # two of the three samples have audio
+    assert model.base_llm.config._attn_implementation == "sdpa"  # the eager attention it needed is undone
+    twin = make_model(use_audio=False)
+    assert all(r["audio tokens"] == 0 for r in answer_attention(twin, samples, frames=2))
+
+
+def test_answer_attention_reads_the_softmax_the_llm_computes(make_model, samples):
+    """With every query and key zero, each position weighs all it can see alike: each part's share is its length."""
+    model = make_model()
+    for name, param in model.base_llm.named_parameters():
+        if any(f"{proj}." in name for proj in ("q_proj", "k_proj")):
+            param.data.zero_()
+    expected = torch.zeros(len(ANSWER_PARTS) + 2)
+    for sample in samples:
+        ids = model.prompt_batch([sample])["input_ids"][0]
+        video, audio = (ids == model.video_token_id).sum(), (ids == model.audio_token_id).sum()
+        counts = torch.tensor([len(ids) - video - audio, 2, video - 2, audio, 1, 1], dtype=torch.float32)
+        expected += counts / len(ids) / len(samples)
+    for r in answer_attention(model, samples, frames=2, batch_size=2):  # one batch with padding, one without
+        found = torch.tensor([r[part] for part in ANSWER_PARTS] + r["frames"])
+        torch.testing.assert_close(found, expected, atol=1e-5, rtol=0)
+
+
+def test_answer_attention_names_what_it_needs(make_model, samples):
+    model = make_model()
+    with pytest.raises(ValueError, match="needs at least one item"):
+        answer_attention(model, [], frames=2)
+    with pytest.raises(ValueError, match="fewer than 2 video slots"):
+        answer_attention(model, [dict(samples[0], video_features=None)], frames=2)
