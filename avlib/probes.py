@@ -178,14 +178,13 @@ def answer_attention(model, items: list[dict], frames: int, batch_size: int = 64
     and the audio tokens. The shares of one head sum to 1.
 
     The weights are the LLM's softmax itself (its eager attention, with the LoRA adapters, merged or not), so this
-    reads what the model does: a fact that lives in the order of the frames can reach the answer only through a head
-    that weighs the temporal tokens by their place.
+    reads what the model does: a fact that lives in the order of the frames reaches the answer position directly only
+    through a head that weighs the temporal tokens by their place (or through other positions that gathered it first).
     """
     if not items:
         raise ValueError("answer_attention needs at least one item")
     model.eval()
-    config = model.base_llm.config
-    implementation = config._attn_implementation
+    implementation = model.base_llm.config._attn_implementation
     model.base_llm.set_attn_implementation("eager")  # the fused kernels return no weights
     totals: torch.Tensor | None = None  # (blocks, heads, parts + frames)
     try:
