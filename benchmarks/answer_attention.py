@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--kind", default="direction", help="which questions of the audio-aware benchmark to ask")
     parser.add_argument("--items", type=int, default=256, help="at most this many test questions of that kind")
     args = parser.parse_args()
+    if args.items < 1:
+        parser.error(f"--items must be at least 1, got {args.items}")
     params = load_params(args.params)
     configure(params.runtime)
     path = benchmark_dir(Path(args.data), "audio_aware") / "qa.json"
@@ -44,13 +46,11 @@ def main() -> None:
     kinds = sorted({r["kind"] for r in records})
     if args.kind not in kinds:
         raise SystemExit(f"no {args.kind!r} questions in {path}; its kinds are {', '.join(kinds)}")
-    frames = params.model.vision.num_frames
+    examples = [e for e, r in zip(read_qa_benchmark(path, Path(args.data) / "clips"), records) if r["kind"] == args.kind]
     for variant in ("av", "vision_only"):
         model = load_trained_model(params, args.foundation, finetuned_parts(params, args.runs, variant), use_audio=variant == "av")
-        cache = open_cache(params, model, args.data, args.features)
-        examples = [e for e, r in zip(read_qa_benchmark(path, Path(args.data) / "clips"), records) if r["kind"] == args.kind]
-        items = feature_items(examples[: args.items], cache)
-        rows = answer_attention(model, items, frames)
+        items = feature_items(examples[: args.items], open_cache(params, model, args.data, args.features))
+        rows = answer_attention(model, items, params.model.vision.num_frames)
         print(f"\n{variant}: {len(items)} {args.kind} questions ({args.runs}); share of the answer position's attention")
         print("| block | head | " + " | ".join(ANSWER_PARTS) + " | each temporal token, in order |")
         print("|---|---|" + "---|" * len(ANSWER_PARTS) + "---|")
