@@ -126,6 +126,15 @@ def probe_fact(rows: dict[str, list], fact: str, view: str, steps: int = 300, se
 READING_VIEWS = ("frames in order", "last frame", "frames averaged", "answer position")
 
 
+def frame_slots(model, ids: torch.Tensor, frames: int, who: str) -> list[torch.Tensor]:
+    """Each prompt's first `frames` video slots, its temporal tokens; raises, saying what `who` needs, if one has fewer."""
+    slots = [row.nonzero().flatten()[:frames] for row in ids == model.video_token_id]
+    if any(len(s) < frames for s in slots):
+        raise ValueError(f"an item has fewer than {frames} video slots: {who} every item's video "
+                         "(model.vision.num_frames temporal tokens)")
+    return slots
+
+
 @torch.no_grad()
 def llm_states(model, items: list[dict], frames: int, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
     """The reading views of each item's hidden states, by depth: [{view: (N, ...)}], depth 0 the LLM's input
@@ -137,10 +146,7 @@ def llm_states(model, items: list[dict], frames: int, batch_size: int = 64) -> l
         ids = batch["input_ids"]
         embeds = model.embed(ids, batch["video_features"], batch["audio_features"])
         hidden = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
-        slots = [row.nonzero().flatten()[:frames] for row in ids == model.video_token_id]
-        if any(len(s) < frames for s in slots):
-            raise ValueError(f"an item has fewer than {frames} video slots: the reading views need every item's video "
-                             "(model.vision.num_frames temporal tokens)")
+        slots = frame_slots(model, ids, frames, "the reading views need")
         temporal = [torch.stack([h[i, s] for i, s in enumerate(slots)]).float() for h in hidden]  # (B, T, E) per depth
         if not depths:
             depths = [{view: [] for view in READING_VIEWS} for _ in hidden]
@@ -195,16 +201,12 @@ def answer_attention(model, items: list[dict], frames: int, batch_size: int = 64
             weights = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_attentions=True).attentions
             last = torch.stack([w[:, :, -1].float() for w in weights], dim=1)  # (B, blocks, heads, L)
             video, audio = ids == model.video_token_id, ids == model.audio_token_id
-            for row in range(ids.shape[0]):
-                slots = video[row].nonzero().flatten()
-                if len(slots) < frames:
-                    raise ValueError(f"an item has fewer than {frames} video slots: answer_attention needs every item's "
-                                     "video (model.vision.num_frames temporal tokens)")
+            for row, slots in enumerate(frame_slots(model, ids, frames, "answer_attention needs")):
                 temporal = torch.zeros_like(mask[row])
-                temporal[slots[:frames]] = True
+                temporal[slots] = True
                 parts = (mask[row] & ~video[row] & ~audio[row], temporal, video[row] & ~temporal, audio[row])
                 shares = torch.stack([last[row][..., part].sum(-1) for part in parts], dim=-1)
-                found = torch.cat([shares, last[row][..., slots[:frames]]], dim=-1)
+                found = torch.cat([shares, last[row][..., slots]], dim=-1)
                 totals = found if totals is None else totals + found
     finally:
         model.base_llm.set_attn_implementation(implementation)

@@ -17,7 +17,6 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from avlib.config import load_params
@@ -42,11 +41,10 @@ def main() -> None:
     path = benchmark_dir(Path(args.data), "audio_aware") / "qa.json"
     if not path.is_file():
         raise SystemExit(f"{path}: missing; run `make repro` first")
-    records = json.loads(path.read_text())
-    kinds = sorted({r["kind"] for r in records})
-    if args.kind not in kinds:
-        raise SystemExit(f"no {args.kind!r} questions in {path}; its kinds are {', '.join(kinds)}")
-    examples = [e for e, r in zip(read_qa_benchmark(path, Path(args.data) / "clips"), records) if r["kind"] == args.kind]
+    questions = read_qa_benchmark(path, Path(args.data) / "clips")
+    examples = [e for e in questions if e.kind == args.kind]
+    if not examples:
+        raise SystemExit(f"no {args.kind!r} questions in {path}; its kinds are {', '.join(sorted({e.kind for e in questions}))}")
     for variant in ("av", "vision_only"):
         model = load_trained_model(params, args.foundation, finetuned_parts(params, args.runs, variant), use_audio=variant == "av")
         items = feature_items(examples[: args.items], open_cache(params, model, args.data, args.features))
