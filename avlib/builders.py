@@ -83,6 +83,7 @@ def tiny_phi_config(cfg: ModelConfig, vocab_size: int) -> PhiConfig:
         num_attention_heads=t.llm_heads,
         max_position_embeddings=t.llm_max_positions,
         partial_rotary_factor=0.5,
+        rope_theta=t.llm_rope_theta,
         # phi-2's GELU (`gelu_new`: the tanh approximation) as one fused kernel: the same formula, 1e-7 apart; the
         # five-op `gelu_new` was 45 % of a forward pass on the CPU (benchmarks/train_step.py)
         hidden_act="gelu_pytorch_tanh",

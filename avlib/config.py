@@ -65,6 +65,7 @@ class TinyModelConfig:
     llm_heads: int = 4
     llm_intermediate: int = 256
     llm_max_positions: int = 512
+    llm_rope_theta: float = 10000.0  # the miniature Phi's rotary base (phi-2's); a smaller base turns faster with position
     vocab_size: int = 512  # tokenizer size trained on the corpus text
     whisper_text_ctx: int = 32  # the miniature Whisper decoder's longest text
 
@@ -88,6 +89,8 @@ class ModelConfig:
     # tokens per sample, 0: the LLM's positions; text is cut from the end (answer first, then question), media
     # slots never (avlib.template)
     max_length: int = 0
+    # the order of the prompt's placeholder lines: video_first (<video>, then <audio>) | audio_first (avlib.template)
+    media_order: Literal["video_first", "audio_first"] = "video_first"
     audio: AudioConfig = field(default_factory=AudioConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -323,7 +326,7 @@ _AT_LEAST_ONE = {"steps", "batch_size", "grad_accum", "length_groups", "checkpoi
                  "text_layers", "text_heads", "llm_hidden", "llm_layers", "llm_heads", "llm_intermediate", "llm_max_positions",
                  "vocab_size", "whisper_text_ctx", "max_retries", "kind_repeats"}
 _AT_LEAST_ZERO = {"warmup", "max_windows", "max_length", "threads", "max_speech", "max_captions", "seed"}
-_POSITIVE = {"lr", "window_seconds", "max_grad_norm", "timeout"}
+_POSITIVE = {"lr", "llm_rope_theta", "window_seconds", "max_grad_norm", "timeout"}
 _NOT_NEGATIVE = {"projector_lr", "audio_projector_lr", "weight_decay", "temperature", "aux_weight", "shape_weight", "colour_weight", "price_per_1k_prompt", "price_per_1k_completion"}
 _FRACTION = {"dropout", "min_lr_ratio"}
 

@@ -32,7 +32,7 @@ from avlib.config import LoraConfig, ModelConfig, save_config
 from avlib.integrity import file_digests, verify
 from avlib.progress import progress_bar
 from avlib.projector import build_projector
-from avlib.template import collate, end_of_turn_id, media_token_ids, pad_id, select_rows
+from avlib.template import MEDIA_ORDERS, collate, end_of_turn_id, media_token_ids, pad_id, select_rows
 from avlib.vision_encoder import VisionEncoder
 
 Stage = Literal["pretrain_audio", "pretrain_vision", "finetune"]
@@ -57,9 +57,13 @@ class AVLM(nn.Module):
         use_audio: bool = True,
         max_length: int | None = None,
         max_audio_windows: int = 0,
+        media_order: str = "video_first",
     ):
         super().__init__()
         self.max_length, self.max_audio_windows = max_length, max_audio_windows  # truncation: avlib.template
+        if media_order not in MEDIA_ORDERS:
+            raise ValueError(f"media_order must be one of {', '.join(MEDIA_ORDERS)}, got {media_order!r}")
+        self.media_order = media_order  # which placeholder line comes first in the prompt
         self.audio_encoder = audio_encoder
         self.vision_encoder = vision_encoder
         self.llm = llm
@@ -106,7 +110,8 @@ class AVLM(nn.Module):
     def collate(self, samples: list[dict], with_answers: bool = True) -> dict:
         """Samples of features (+ question, answer) -> a batch, honouring `use_audio`."""
         return collate(samples, self.tokenizer, use_audio=self.use_audio, with_answers=with_answers, max_length=self.max_length,
-                       max_audio_windows=self.max_audio_windows, audio_tokens_per_window=self.audio_encoder.num_audio_tokens)
+                       max_audio_windows=self.max_audio_windows, audio_tokens_per_window=self.audio_encoder.num_audio_tokens,
+                       media_order=self.media_order)
 
     # ------------------------------------------------------------------- splicing
 
@@ -363,4 +368,5 @@ def assemble(cfg: ModelConfig, whisper_encoder: nn.Module, visual: nn.Module, pr
         use_audio=use_audio,
         max_length=cfg.max_length or positions,
         max_audio_windows=cfg.audio.max_windows,
+        media_order=cfg.media_order,
     )

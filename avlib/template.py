@@ -4,7 +4,8 @@ One sample renders as (docs/design.md, section 1)
 
     {SYSTEM} USER: <video>\\n<audio>\\n{question} ASSISTANT: {answer}<|endoftext|>
 
-`<video>` and `<audio>` are single tokens of the tokenizer. Each is expanded to
+or, with model.media_order `audio_first`, the `<audio>` line before the
+`<video>` one. `<video>` and `<audio>` are single tokens of the tokenizer. Each is expanded to
 exactly as many copies as its modality has feature vectors, so the model can
 later fill those slots one for one (`AVLM.embed`). A sample without audio (no
 audio track, or the vision-only twin) has no `<audio>` line at all: no slot is
@@ -37,12 +38,17 @@ SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
+MEDIA_ORDERS = ("video_first", "audio_first")  # model.media_order
 _PLACEHOLDER = re.compile(f"({re.escape(VIDEO_TOKEN)}|{re.escape(AUDIO_TOKEN)})")
 
 
-def render_prompt(question: str, has_video: bool = True, has_audio: bool = False) -> str:
-    """The prompt text up to the assistant's turn, one placeholder per modality."""
-    media = (f"{VIDEO_TOKEN}\n" if has_video else "") + (f"{AUDIO_TOKEN}\n" if has_audio else "")
+def render_prompt(question: str, has_video: bool = True, has_audio: bool = False, media_order: str = "video_first") -> str:
+    """The prompt text up to the assistant's turn, one placeholder line per modality, in `media_order`."""
+    if media_order not in MEDIA_ORDERS:
+        raise ValueError(f"media_order must be one of {', '.join(MEDIA_ORDERS)}, got {media_order!r}")
+    video = f"{VIDEO_TOKEN}\n" if has_video else ""
+    audio = f"{AUDIO_TOKEN}\n" if has_audio else ""
+    media = video + audio if media_order == "video_first" else audio + video
     return f"{SYSTEM} USER: {media}{question} ASSISTANT:"
 
 
@@ -71,6 +77,7 @@ def encode(
     num_video_tokens: int,
     num_audio_tokens: int,
     max_length: int | None = None,
+    media_order: str = "video_first",
 ) -> tuple[list[int], list[int]]:
     """Token ids and labels of one sample; `answer=None` leaves the assistant turn open.
 
@@ -96,11 +103,11 @@ def encode(
         return out
 
     has_video, has_audio = num_video_tokens > 0, num_audio_tokens > 0
-    input_ids = tokens(render_prompt(question, has_video, has_audio))
+    input_ids = tokens(render_prompt(question, has_video, has_audio, media_order))
     answer_ids = [] if answer is None else tokenizer.encode(" " + answer, add_special_tokens=False) + [end_of_turn_id(tokenizer)]
     if max_length is not None and len(input_ids) + len(answer_ids) > max_length:
         # Lay the prompt out in parts to cut the text alone: the head (system, role, media), the question, the tail.
-        head = tokens(render_prompt("", has_video, has_audio).removesuffix(" ASSISTANT:"))
+        head = tokens(render_prompt("", has_video, has_audio, media_order).removesuffix(" ASSISTANT:"))
         tail = tokenizer.encode(" ASSISTANT:", add_special_tokens=False)
         room = max_length - len(head) - len(tail)
         if room < 1:
@@ -149,8 +156,9 @@ def collate(
     max_length: int | None = None,
     max_audio_windows: int = 0,
     audio_tokens_per_window: int = 1,
+    media_order: str = "video_first",
 ) -> dict:
-    """Batch samples of pooled features into model inputs.
+    """Batch samples of pooled features into model inputs, the media lines in `media_order`.
 
     Each sample: `question`, `answer` (optional when `with_answers` is False),
     `video_features` (Nv, Dv) and `audio_features` (Na, Da), either None when
@@ -185,10 +193,11 @@ def collate(
             num_video_tokens=0 if video is None else video.shape[0],
             num_audio_tokens=0 if audio is None else audio.shape[0],
             max_length=max_length,
+            media_order=media_order,
         )
         if max_length is not None and len(sample_ids) == max_length:
             cut += len(encode(tokenizer, sample["question"], answer, 0 if video is None else video.shape[0],
-                              0 if audio is None else audio.shape[0])[0]) > max_length
+                              0 if audio is None else audio.shape[0], media_order=media_order)[0]) > max_length
         ids.append(sample_ids)
         labels.append(sample_labels)
         videos.append(video)

@@ -34,6 +34,51 @@ def test_media_slots_hold_the_projected_features_in_order(make_model, samples):
             torch.testing.assert_close(audio_rows, model.audio_projector(sample["audio_features"]))
 
 
+def test_audio_first_fills_the_same_features_and_the_llm_reads_the_order(cfg, tokenizer, samples):
+    import dataclasses
+
+    from avlib.builders import build_model
+
+    def build(order):
+        torch.manual_seed(0)
+        return build_model(dataclasses.replace(cfg, media_order=order), tokenizer)
+
+    video_first, audio_first = build("video_first"), build("audio_first")
+    assert audio_first.media_order == "audio_first"
+    batch = audio_first.collate(samples)
+    ids = batch["input_ids"][0]
+    assert ids.tolist().index(audio_first.audio_token_id) < ids.tolist().index(audio_first.video_token_id)
+    embeds = audio_first.embed(ids[None], batch["video_features"][:1], batch["audio_features"][:1])[0]
+    torch.testing.assert_close(embeds[ids == audio_first.video_token_id], audio_first.vision_projector(samples[0]["video_features"]))
+    torch.testing.assert_close(embeds[ids == audio_first.audio_token_id], audio_first.audio_projector(samples[0]["audio_features"]))
+    # the same weights, the slots in another order: the rotary positions differ, so do the logits
+    reordered = run(video_first, video_first.collate(samples[:1])).logits[0, -1]
+    assert not torch.allclose(run(audio_first, audio_first.collate(samples[:1])).logits[0, -1], reordered)
+    with pytest.raises(ValueError, match="media_order must be one of video_first, audio_first, got 'last'"):
+        build("last")
+
+
+def test_the_miniature_phi_turns_at_its_configured_rotary_base(cfg, tokenizer):
+    import dataclasses
+
+    from transformers import PhiForCausalLM
+
+    from avlib.builders import tiny_phi_config
+
+    slow = tiny_phi_config(cfg, len(tokenizer))
+    fast = tiny_phi_config(dataclasses.replace(cfg, tiny=dataclasses.replace(cfg.tiny, llm_rope_theta=100.0)), len(tokenizer))
+    assert (slow.rope_parameters["rope_theta"], fast.rope_parameters["rope_theta"]) == (10000.0, 100.0)
+    torch.manual_seed(0)
+    llm = PhiForCausalLM(slow).eval()
+    turned = PhiForCausalLM(fast).eval()
+    turned.load_state_dict(llm.state_dict())  # the same weights; the rotary frequencies follow the config
+    ids = torch.arange(3, 23)[None]
+    with torch.no_grad():
+        before, after = llm(ids).logits, turned(ids).logits
+    torch.testing.assert_close(after[:, 0], before[:, 0])  # position 0 is not rotated
+    assert not torch.allclose(after[:, 1:], before[:, 1:])
+
+
 def test_count_mismatch_raises_with_both_counts(make_model, samples):
     model = make_model()
     batch = model.collate(samples)

@@ -23,6 +23,35 @@ def test_prompt_follows_the_bunny_template():
     assert render_prompt("Q", has_video=True, has_audio=False) == f"{SYSTEM} USER: <video>\nQ ASSISTANT:"
 
 
+def test_audio_first_puts_the_audio_line_before_the_video_line():
+    assert render_prompt("Q", has_video=True, has_audio=True, media_order="audio_first") == (
+        f"{SYSTEM} USER: <audio>\n<video>\nQ ASSISTANT:"
+    )
+    # one modality alone renders the same either way
+    for has_video, has_audio in ((True, False), (False, True)):
+        assert render_prompt("Q", has_video, has_audio, "audio_first") == render_prompt("Q", has_video, has_audio, "video_first")
+    with pytest.raises(ValueError, match="media_order must be one of video_first, audio_first, got 'sideways'"):
+        render_prompt("Q", media_order="sideways")
+
+
+def test_audio_first_moves_the_slots_and_nothing_else(tokenizer):
+    video_id, audio_id = media_token_ids(tokenizer)
+    first, first_labels = encode(tokenizer, "what does the speaker say", "apple", 7, 5, media_order="video_first")
+    ids, labels = encode(tokenizer, "what does the speaker say", "apple", 7, 5, media_order="audio_first")
+    audio = [i for i, t in enumerate(ids) if t == audio_id]
+    video = [i for i, t in enumerate(ids) if t == video_id]
+    assert audio == list(range(audio[0], audio[0] + 5)) and video == list(range(video[0], video[0] + 7))
+    assert audio[-1] < video[0]  # the audio line, then the video line
+    assert sorted(ids) == sorted(first) and labels == first_labels  # the same tokens and supervision, reordered
+    # truncation keeps every media slot, in that order
+    cut, _ = encode(tokenizer, "what does the speaker say " * 20, "apple " * 20, 7, 5, max_length=len(ids), media_order="audio_first")
+    assert len(cut) == len(ids) and cut[: video[-1] + 1] == ids[: video[-1] + 1]
+    batch = collate([{"question": "what is said", "answer": "apple", "video_features": torch.zeros(7, 4),
+                      "audio_features": torch.zeros(5, 4)}], tokenizer, media_order="audio_first")
+    row = batch["input_ids"][0].tolist()
+    assert row.index(audio_id) < row.index(video_id)
+
+
 def test_placeholders_expand_to_exact_counts(tokenizer):
     video_id, audio_id = media_token_ids(tokenizer)
     ids, _ = encode(tokenizer, "what does the speaker say", "apple", num_video_tokens=7, num_audio_tokens=5)
