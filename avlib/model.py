@@ -32,7 +32,7 @@ from avlib.config import LoraConfig, ModelConfig, save_config
 from avlib.integrity import file_digests, verify
 from avlib.progress import progress_bar
 from avlib.projector import build_projector
-from avlib.template import MEDIA_ORDERS, collate, end_of_turn_id, media_token_ids, pad_id, select_rows
+from avlib.template import check_media_order, collate, end_of_turn_id, media_token_ids, pad_id, select_rows
 from avlib.vision_encoder import VisionEncoder
 
 Stage = Literal["pretrain_audio", "pretrain_vision", "finetune"]
@@ -61,9 +61,7 @@ class AVLM(nn.Module):
     ):
         super().__init__()
         self.max_length, self.max_audio_windows = max_length, max_audio_windows  # truncation: avlib.template
-        if media_order not in MEDIA_ORDERS:
-            raise ValueError(f"media_order must be one of {', '.join(MEDIA_ORDERS)}, got {media_order!r}")
-        self.media_order = media_order  # which placeholder line comes first in the prompt
+        self.media_order = check_media_order(media_order)  # which placeholder line comes first in the prompt
         self.audio_encoder = audio_encoder
         self.vision_encoder = vision_encoder
         self.llm = llm

@@ -42,10 +42,16 @@ MEDIA_ORDERS = ("video_first", "audio_first")  # model.media_order
 _PLACEHOLDER = re.compile(f"({re.escape(VIDEO_TOKEN)}|{re.escape(AUDIO_TOKEN)})")
 
 
-def render_prompt(question: str, has_video: bool = True, has_audio: bool = False, media_order: str = "video_first") -> str:
-    """The prompt text up to the assistant's turn, one placeholder line per modality, in `media_order`."""
+def check_media_order(media_order: str) -> str:
+    """`media_order` itself; raises naming the valid orders if it is none of them."""
     if media_order not in MEDIA_ORDERS:
         raise ValueError(f"media_order must be one of {', '.join(MEDIA_ORDERS)}, got {media_order!r}")
+    return media_order
+
+
+def render_prompt(question: str, has_video: bool = True, has_audio: bool = False, media_order: str = "video_first") -> str:
+    """The prompt text up to the assistant's turn, one placeholder line per modality, in `media_order`."""
+    check_media_order(media_order)
     video = f"{VIDEO_TOKEN}\n" if has_video else ""
     audio = f"{AUDIO_TOKEN}\n" if has_audio else ""
     media = video + audio if media_order == "video_first" else audio + video
