@@ -318,6 +318,7 @@ class AVLM(nn.Module):
         for name in parts:
             if name == LORA_DIR:
                 self.llm.save_pretrained(directory / LORA_DIR)
+                _list_sets_sorted(directory / LORA_DIR / "adapter_config.json", self.llm.peft_config["default"])
             else:
                 state = {k: v.detach().cpu().contiguous() for k, v in getattr(self, name).state_dict().items()}
                 save_file(state, directory / f"{name}.safetensors")
@@ -349,6 +350,20 @@ class AVLM(nn.Module):
 
 
 # -------------------------------------------------------------------- building
+
+
+def _list_sets_sorted(path: Path, peft_config) -> None:
+    """Rewrite peft's adapter_config.json with each set-valued field (target_modules) as a sorted list.
+
+    peft writes a set as `list(set)`, in an order that follows the process's string hashing (random per
+    process): the same adapters would be saved as a different file each run, and DVC would record a new hash
+    for an unchanged model. peft reads the lists back as sets, so the order means nothing to it.
+    """
+    saved = json.loads(path.read_text())
+    for key, value in peft_config.to_dict().items():
+        if isinstance(value, set):
+            saved[key] = sorted(value)
+    path.write_text(json.dumps(saved, indent=2, sort_keys=True))  # peft's own layout
 
 
 def assemble(cfg: ModelConfig, whisper_encoder: nn.Module, visual: nn.Module, preprocess: dict, llm: PhiForCausalLM, tokenizer,

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -274,6 +276,29 @@ def test_save_then_load_reproduces_logits_exactly(make_model, samples, lora, cfg
     assert sorted(restored.load_trained(tmp_path / "run")) == sorted(parts)
     restored.eval()
     assert torch.equal(run(restored, batch).logits, expected)
+
+
+class _HashOrderedSet(set):
+    """A set that iterates in reverse sorted order, as a string-hash seed may make a real one do."""
+
+    def __iter__(self):
+        return iter(sorted(set.__iter__(self), reverse=True))
+
+
+def test_saved_adapter_config_lists_the_target_modules_sorted_whatever_the_set_order(make_model, lora, tmp_path):
+    # peft keeps target_modules as a set and writes list(set): without sorting, the file (and DVC's hash of an
+    # unchanged model) changed with each process's string hashing
+    model = make_model()
+    model.configure_training("finetune", lora)
+    config = model.llm.peft_config["default"]
+    config.target_modules = _HashOrderedSet(config.target_modules)
+    assert list(config.target_modules) != sorted(config.target_modules)
+    model.save_trained(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "lora" / "adapter_config.json").read_text())
+    assert saved["target_modules"] == sorted(lora.target_modules)
+    restored = make_model()
+    assert "lora" in restored.load_trained(tmp_path / "run")
+    assert restored.llm.peft_config["default"].target_modules == set(lora.target_modules)
 
 
 def test_merged_adapters_give_the_same_logits_and_answers_and_refuse_to_be_saved(make_model, samples, lora, tmp_path):
