@@ -9,7 +9,8 @@ So both models answer the same questions about the same clips, and:
 * the audio-aware benchmark is scored by what each question needs (audio,
   visual, audio-visual);
 * the AV model is probed with its audio muted (silence of the same length),
-  its frames blanked (black frames) and its audio swapped between clips;
+  its frames blanked (black frames) and its audio swapped between clips; muted,
+  it is set beside its twin on the clips that have a soundtrack;
 * every AV - vision-only difference comes with a paired bootstrap 95 % CI.
 
 How an answer is judged right (its facts, or a closed set's exact match) is
@@ -114,6 +115,25 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 20
 def correct_where(records: Sequence[dict], needs: str) -> list[bool]:
     """Per-item correctness of the records whose question needs `needs`, in order."""
     return [r["correct"] for r in records if r["needs"] == needs]
+
+
+def muted_against_twin(muted: Sequence[dict], twin: Sequence[dict], heard: Sequence[bool], resamples: int = 2000,
+                       seed: int = 0) -> dict:
+    """The AV model with its audio muted against its vision-only twin, per needs, on the clips that have a soundtrack.
+
+    muted, twin: the same records in the same order, each with "needs" and "correct"; heard: whether each
+    record's clip has a soundtrack. Muting replaces a soundtrack with silence; a clip without one has nothing
+    to mute, and the AV model still sees that it has none (its prompt has no audio slots), so "There is no
+    sound." is right for it muted or not, where the twin can only guess. Those records are left out and counted.
+    """
+    if not len(muted) == len(twin) == len(heard):
+        raise ValueError(f"muted, twin and heard must be the same records; got {len(muted)}, {len(twin)} and {len(heard)}")
+    kept = [(m, t) for m, t, h in zip(muted, twin, heard) if h]
+    needs = sorted({m["needs"] for m, _ in kept})
+    return {"difference": {n: paired_bootstrap(correct_where([m for m, _ in kept], n), correct_where([t for _, t in kept], n),
+                                               resamples, seed) for n in needs},
+            "items": {"heard": {n: sum(m["needs"] == n for m, _ in kept) for n in needs},
+                      "silent": {n: sum(m["needs"] == n for m, h in zip(muted, heard) if not h) for n in needs}}}
 
 
 def accuracy_by(records: Sequence[dict], key: str = "needs", field: str = "correct") -> dict[str, float]:
@@ -230,6 +250,10 @@ def evaluate_qa(benchmark: str, params, data_root: Path, models: dict, cache, ou
                                "delta": {n: accuracy[n] - result["av"][n] for n in needs},
                                "delta_ci": {n: paired_bootstrap(correct_where(rows, n), correct_where(scored["av"], n),
                                                                 cfg.bootstrap_resamples, params.seed)["ci"] for n in needs}}
+        if ablation == "mute_audio":
+            heard = [item["audio_features"] is not None for item in items]
+            ablations[ablation]["against_twin"] = muted_against_twin(rows, scored["vision_only"], heard,
+                                                                     cfg.bootstrap_resamples, params.seed)
     result["ablations"] = ablations
     return result
 
@@ -369,6 +393,13 @@ def results_table(metrics: dict) -> str:
                       "| ablation | " + " | ".join(needs) + " |", "|---|" + "---|" * len(needs)]
             for ablation, values in result["ablations"].items():
                 lines.append(f"| {ablation.replace('_', ' ')} | " + " | ".join(f"{values['delta'][n]:+.3f}" for n in needs) + " |")
+            against = result["ablations"].get("mute_audio", {}).get("against_twin")
+            if against:
+                lines += ["", f"### {title}: the audio-visual model muted against the vision-only twin, on clips with a soundtrack",
+                          "", "| needs | items (silent clips left out) | muted AV - twin [95% CI] |", "|---|---|---|"]
+                for n, diff in against["difference"].items():
+                    lines.append(f"| {n} | {against['items']['heard'][n]} ({against['items']['silent'][n]}) | "
+                                 f"{diff['mean']:+.3f} [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}] |")
         elif name == "video_chatgpt":
             lines += [f"### {title}, five criteria (0-5; {_judge_label(metrics)})", "",
                       "| criterion | audio-visual model | vision-only twin | difference [95% CI] | unscored (AV / twin) |",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from avlib.evaluate import ABLATIONS, Neutral, ablate, accuracy_by, paired_bootstrap, results_table
+from avlib.evaluate import ABLATIONS, Neutral, ablate, accuracy_by, muted_against_twin, paired_bootstrap, results_table
 from avlib.scoring import exact_match, facts, is_correct, normalise_answer
 from avlib.plots import ablation_deltas, accuracy_by_needs, criteria, save_figures
 
@@ -109,10 +109,33 @@ def _metrics():
     }
 
 
+def test_the_muted_model_meets_its_twin_only_on_clips_with_a_soundtrack():
+    # Two silent clips the muted AV model still answers right ("There is no sound."), the twin wrong; on the
+    # three clips with sound both are right once, on the audio-visual one the muted model once more.
+    needs = ["audio", "audio", "audio", "audio", "audio", "audio-visual"]
+    muted = [{"needs": n, "correct": c} for n, c in zip(needs, (True, True, True, False, False, True))]
+    twin = [{"needs": n, "correct": c} for n, c in zip(needs, (False, False, False, True, False, False))]
+    heard = [False, False, True, True, True, True]
+    result = muted_against_twin(muted, twin, heard, resamples=500, seed=0)
+    assert result["items"] == {"heard": {"audio": 3, "audio-visual": 1}, "silent": {"audio": 2, "audio-visual": 0}}
+    audio = result["difference"]["audio"]
+    assert audio["mean"] == 0.0 and audio["n"] == 3 and audio["ci"][0] < 0 < audio["ci"][1]
+    assert paired_bootstrap([1, 1, 1, 0, 0], [0, 0, 0, 1, 0])["mean"] == 0.4  # what counting the silent clips would say
+    assert result["difference"]["audio-visual"]["mean"] == 1.0
+    with pytest.raises(ValueError, match="same records"):
+        muted_against_twin(muted, twin[:-1], heard)
+
+
 def test_results_table_and_figures(tmp_path):
     table = results_table(_metrics())
     assert "| audio | 10 | 0.900 | 0.200 | +0.200 [+0.100, +0.300] |" in table and "| mute audio |" in table
     assert "| word | 0.900 | 0.100 |" in table and "| accuracy | 0.500 | 0.250 | +0.200 [+0.100, +0.300] |" in table
+    assert "muted against" not in table  # metrics written before the comparison existed still render
+    metrics = _metrics()
+    metrics["audio_aware"]["ablations"]["mute_audio"]["against_twin"] = {
+        "difference": {"audio": {"mean": -0.015, "ci": [-0.031, 0.001], "n": 1525, "resamples": 2000}},
+        "items": {"heard": {"audio": 1525}, "silent": {"audio": 168}}}
+    assert "| audio | 1525 (168) | -0.015 [-0.031, +0.001] |" in results_table(metrics)
     paths = save_figures(_metrics(), tmp_path)
     assert [p.name for p in paths] == ["accuracy_by_needs.png", "criteria.png", "ablations.png"]
     for path in paths:
