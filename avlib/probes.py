@@ -123,6 +123,32 @@ def probe_fact(rows: dict[str, list], fact: str, view: str, steps: int = 300, se
             "train": len(train_y), "test": len(test_y)}
 
 
+AXES = {"horizontal": ("left", "right"), "vertical": ("up", "down")}  # the directions of motion, by axis
+SIDE_VIEWS = ("first frame", "last frame", "frames in order")
+
+
+def probe_side(rows: dict[str, list], frames: int, steps: int = 300, seed: int = 0) -> dict[str, dict]:
+    """{axis: {"first frame", "last frame", "frames in order": accuracy, "test": n}}: the side of the motion (left or right;
+    up or down), probed on the clips that move along that axis only, from one frame's temporal token or all of them.
+
+    One frame's token can tell the side where it says where the shape is (at the start, the right side for a shape
+    that moves left); where an axis reads well here and its answers do not, its sign is lost in the LLM.
+    """
+    result = {}
+    for axis, sides in AXES.items():
+        moving = {split: [(clip["direction"], v["video: temporal"].view(frames, -1)) for clip, v in rows[split]
+                          if clip.get("direction") in sides and "video: temporal" in v] for split in rows}
+        if not moving["train"] or not moving["test"]:
+            continue
+        pick = {"first frame": lambda t: t[0], "last frame": lambda t: t[-1], "frames in order": lambda t: t.flatten()}
+        result[axis] = {view: probe(torch.stack([pick[view](t) for _, t in moving["train"]]).float(), [y for y, _ in moving["train"]],
+                                    torch.stack([pick[view](t) for _, t in moving["test"]]).float(), [y for y, _ in moving["test"]],
+                                    steps, seed)
+                        for view in SIDE_VIEWS}
+        result[axis]["test"] = len(moving["test"])
+    return result
+
+
 READING_VIEWS = ("frames in order", "last frame", "frames averaged", "answer position")
 
 

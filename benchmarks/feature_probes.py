@@ -16,7 +16,10 @@ probed from several views of the features the LLM receives (`avlib.probes`):
 
 A fact the best view cannot tell apart better than chance is lost before the
 LLM; a fact a view tells well but the models answer poorly is the LLM's (or
-the projector's) to learn. Reads the corpus (data/), stage 1's models and the
+the projector's) to learn. A second table takes the direction apart by axis:
+the side of the motion (left or right; up or down) from the clips moving along
+that axis, read from the first frame's token alone, the last one's, and all of
+them in order. Reads the corpus (data/), stage 1's models and the
 feature cache as `make repro` left them; trains nothing that is kept.
 
     python benchmarks/feature_probes.py [--params params.yaml] [--steps 300]
@@ -25,7 +28,7 @@ feature cache as `make repro` left them; trains nothing that is kept.
 from __future__ import annotations
 
 from avlib.config import load_params
-from avlib.probes import AUDIO_FACTS, VIDEO_FACTS, VIEWS, clip_views, probe_fact
+from avlib.probes import AUDIO_FACTS, SIDE_VIEWS, VIDEO_FACTS, VIEWS, clip_views, probe_fact, probe_side
 from avlib.runtime import configure
 from avlib.stages import load_trained_model, open_cache
 from study_paths import study_parser
@@ -50,6 +53,12 @@ def main() -> None:
         results = [probe_fact(rows, fact, view, args.steps, params.seed) for view in VIEWS]
         chance = next(r["chance"] for r in results if r)
         print(f"| {fact} | {chance:.2f} | " + " | ".join("-" if r is None else f"{r['accuracy']:.2f}" for r in results) + " |")
+    sides = probe_side(rows, params.model.vision.num_frames, args.steps, params.seed)
+    if sides:
+        print(f"\nThe side of the motion, by axis (chance 0.5)\n\n| axis | test clips | {' | '.join(SIDE_VIEWS)} |")
+        print("|---|---|" + "---|" * len(SIDE_VIEWS))
+        for axis, result in sides.items():
+            print(f"| {axis} | {result['test']} | " + " | ".join(f"{result[view]:.2f}" for view in SIDE_VIEWS) + " |")
 
 
 if __name__ == "__main__":

@@ -198,10 +198,13 @@ def test_the_stage1_reads_benchmark_compares_both_ways_on_the_corpus(smoke_repo)
 @pytest.mark.timeout(3000)  # the first test builds the whole smoke study
 def test_the_feature_probes_read_the_pipelines_cache(smoke_repo):
     out = sh(sys.executable, "benchmarks/feature_probes.py", "--steps", "20", cwd=smoke_repo).stdout
-    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| fact")]
+    facts, sides = out.split("The side of the motion")
+    rows = [line for line in facts.splitlines() if line.startswith("| ") and not line.startswith("| fact")]
     assert [r.split(" | ")[0].strip("| ") for r in rows] == ["shape", "color", "background", "direction", "word", "sound", "beeps",
                                                             "speech_first"]
     assert all(0.0 <= float(cell) <= 1.0 for r in rows for cell in r.strip("| ").split(" | ")[1:] if cell != "-")
+    axes = [line.strip("| ").split(" | ") for line in sides.splitlines() if line.startswith("| ") and not line.startswith("| axis")]
+    assert [a[0] for a in axes] == ["horizontal", "vertical"] and all(0.0 <= float(c) <= 1.0 for a in axes for c in a[2:])
 
 
 @pytest.mark.slow

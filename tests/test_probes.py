@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from avlib.probes import (ANSWER_PARTS, READING_VIEWS, answer_attention, applies_to, clip_views, probe, probe_fact,
-                          reading_probes, views)
+from avlib.probes import (ANSWER_PARTS, READING_VIEWS, SIDE_VIEWS, answer_attention, applies_to, clip_views, probe,
+                          probe_fact, probe_side, reading_probes, views)
 
 
 def test_views_slice_the_tokens_the_llm_receives():
@@ -49,6 +49,30 @@ def test_probe_fact_finds_where_a_fact_is_and_counts_only_clips_it_applies_to():
     heard = probe_fact(rows, "word", "audio: tokens", steps=200)
     assert heard["train"] == 64 and heard["test"] == 32  # clips without a soundtrack have no word to probe
     assert probe_fact({"train": rows["train"], "test": []}, "direction", "video: temporal") is None
+
+
+def test_probe_side_tells_which_frame_carries_each_axis_sign():
+    # Horizontal clips carry their side in the first and last frames' tokens; vertical ones in the last frame's alone.
+    g = torch.Generator().manual_seed(0)
+    rows = {}
+    for split, n in (("train", 320), ("test", 80)):
+        rows[split] = []
+        for i in range(n):
+            direction = ("left", "right", "up", "down")[i % 4]
+            sign = 1.0 if direction in ("right", "down") else -1.0
+            video = torch.randn(3 + 4, 4, generator=g) * 0.3  # 3 frames, 4 patches
+            if direction in ("left", "right"):
+                video[0, 0] -= sign
+            video[2, 1] += sign
+            rows[split].append(({"name": f"{split}_{i:05d}", "direction": direction}, views(video, None, 3, 4)))
+    rows["train"].append(({"name": "train_silent", "direction": None}, views(torch.zeros(7, 4), None, 3, 4)))  # no motion: left out
+    result = probe_side(rows, frames=3, steps=200)
+    assert set(result) == {"horizontal", "vertical"} and set(result["vertical"]) == {*SIDE_VIEWS, "test"}
+    assert result["horizontal"]["test"] == result["vertical"]["test"] == 40
+    assert result["horizontal"]["first frame"] > 0.95 and result["vertical"]["first frame"] < 0.75
+    assert all(result[axis][view] > 0.95 for axis in result for view in ("last frame", "frames in order")), result
+    only_horizontal = {split: [(c, v) for c, v in rows[split] if c["direction"] in ("left", "right")] for split in rows}
+    assert set(probe_side(only_horizontal, frames=3, steps=20)) == {"horizontal"}  # an axis without clips is left out
 
 
 def test_the_beep_count_applies_to_clips_with_beeps_only():
