@@ -55,7 +55,7 @@ def main() -> None:
         print(f"| {fact} | {chance:.2f} | " + " | ".join("-" if r is None else f"{r['accuracy']:.2f}" for r in results) + " |")
     sides = probe_side(rows, params.model.vision.num_frames, args.steps, params.seed)
     if sides:
-        print(f"\nThe side of the motion, by axis (chance 0.5)\n\n| axis | test clips | {' | '.join(SIDE_VIEWS)} |")
+        print(f"\nThe side of the motion, by axis (two sides each)\n\n| axis | test clips | {' | '.join(SIDE_VIEWS)} |")
         print("|---|---|" + "---|" * len(SIDE_VIEWS))
         for axis, result in sides.items():
             print(f"| {axis} | {result['test']} | " + " | ".join(f"{result[view]:.2f}" for view in SIDE_VIEWS) + " |")
