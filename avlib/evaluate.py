@@ -128,12 +128,13 @@ def muted_against_twin(muted: Sequence[dict], twin: Sequence[dict], heard: Seque
     """
     if not len(muted) == len(twin) == len(heard):
         raise ValueError(f"muted, twin and heard must be the same records; got {len(muted)}, {len(twin)} and {len(heard)}")
-    kept = [(m, t) for m, t, h in zip(muted, twin, heard) if h]
-    needs = sorted({m["needs"] for m, _ in kept})
-    return {"difference": {n: paired_bootstrap(correct_where([m for m, _ in kept], n), correct_where([t for _, t in kept], n),
-                                               resamples, seed) for n in needs},
-            "items": {"heard": {n: sum(m["needs"] == n for m, _ in kept) for n in needs},
-                      "silent": {n: sum(m["needs"] == n for m, h in zip(muted, heard) if not h) for n in needs}}}
+    muted_heard = [m for m, h in zip(muted, heard) if h]
+    twin_heard = [t for t, h in zip(twin, heard) if h]
+    needs = sorted({m["needs"] for m in muted_heard})
+    return {"difference": {n: paired_bootstrap(correct_where(muted_heard, n), correct_where(twin_heard, n), resamples, seed)
+                           for n in needs},
+            "items": {"heard": {n: len(correct_where(muted_heard, n)) for n in needs},
+                      "silent": {n: len(correct_where(muted, n)) - len(correct_where(muted_heard, n)) for n in needs}}}
 
 
 def accuracy_by(records: Sequence[dict], key: str = "needs", field: str = "correct") -> dict[str, float]:

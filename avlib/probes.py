@@ -124,7 +124,7 @@ def probe_fact(rows: dict[str, list], fact: str, view: str, steps: int = 300, se
 
 
 AXES = {"horizontal": ("left", "right"), "vertical": ("up", "down")}  # the directions of motion, by axis
-SIDE_VIEWS = ("first frame", "last frame", "frames in order")
+SIDE_VIEWS = {"first frame": lambda t: t[0], "last frame": lambda t: t[-1], "frames in order": lambda t: t.flatten()}
 
 
 def probe_side(rows: dict[str, list], frames: int, steps: int = 300, seed: int = 0) -> dict[str, dict]:
@@ -140,12 +140,11 @@ def probe_side(rows: dict[str, list], frames: int, steps: int = 300, seed: int =
                           if clip.get("direction") in sides and "video: temporal" in v] for split in rows}
         if not moving["train"] or not moving["test"]:
             continue
-        pick = {"first frame": lambda t: t[0], "last frame": lambda t: t[-1], "frames in order": lambda t: t.flatten()}
-        result[axis] = {view: probe(torch.stack([pick[view](t) for _, t in moving["train"]]).float(), [y for y, _ in moving["train"]],
-                                    torch.stack([pick[view](t) for _, t in moving["test"]]).float(), [y for y, _ in moving["test"]],
-                                    steps, seed)
-                        for view in SIDE_VIEWS}
-        result[axis]["test"] = len(moving["test"])
+        (train_y, train_t), (test_y, test_t) = (zip(*moving["train"]), zip(*moving["test"]))
+        result[axis] = {view: probe(torch.stack([pick(t) for t in train_t]).float(), list(train_y),
+                                    torch.stack([pick(t) for t in test_t]).float(), list(test_y), steps, seed)
+                        for view, pick in SIDE_VIEWS.items()}
+        result[axis]["test"] = len(test_y)
     return result
 
 
