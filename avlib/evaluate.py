@@ -130,11 +130,11 @@ def muted_against_twin(muted: Sequence[dict], twin: Sequence[dict], heard: Seque
         raise ValueError(f"muted, twin and heard must be the same records; got {len(muted)}, {len(twin)} and {len(heard)}")
     muted_heard = [m for m, h in zip(muted, heard) if h]
     twin_heard = [t for t, h in zip(twin, heard) if h]
+    silent = [m["needs"] for m, h in zip(muted, heard) if not h]
     needs = sorted({m["needs"] for m in muted_heard})
-    return {"difference": {n: paired_bootstrap(correct_where(muted_heard, n), correct_where(twin_heard, n), resamples, seed)
-                           for n in needs},
-            "items": {"heard": {n: len(correct_where(muted_heard, n)) for n in needs},
-                      "silent": {n: len(correct_where(muted, n)) - len(correct_where(muted_heard, n)) for n in needs}}}
+    pairs = {n: (correct_where(muted_heard, n), correct_where(twin_heard, n)) for n in needs}
+    return {"difference": {n: paired_bootstrap(m, t, resamples, seed) for n, (m, t) in pairs.items()},
+            "items": {"heard": {n: len(m) for n, (m, _) in pairs.items()}, "silent": {n: silent.count(n) for n in needs}}}
 
 
 def accuracy_by(records: Sequence[dict], key: str = "needs", field: str = "correct") -> dict[str, float]:
